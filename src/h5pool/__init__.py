@@ -1,0 +1,37 @@
+"""h5pool: serve corpora of thousands of HDF5 files to PyTorch, fast and fork-safe."""
+
+from h5pool.dataset import PooledH5Dataset
+from h5pool.errors import (
+    CorpusError,
+    DescriptorLimitError,
+    FileChangedError,
+    LayoutError,
+    MissingFileError,
+    MissingKeyError,
+    NoFilesFoundError,
+    ReadError,
+    UnreadableFileError,
+)
+from h5pool.index import CorpusIndex
+from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorpusError",
+    "CorpusIndex",
+    "DescriptorLimitError",
+    "FileChangedError",
+    "HandlePool",
+    "LayoutError",
+    "MissingFileError",
+    "MissingKeyError",
+    "NoFilesFoundError",
+    "PoolStats",
+    "PooledFile",
+    "PooledH5Dataset",
+    "ReadError",
+    "UnreadableFileError",
+    "__version__",
+    "default_max_open",
+]

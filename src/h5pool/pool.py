@@ -1,0 +1,424 @@
+"""A per-process pool of open, read-only h5py files.
+
+Why a pool: opening an HDF5 file costs 150-300 µs, far more than reading a sample
+from an open one, yet a process cannot keep thousands open (``ulimit -n``), and
+HDF5 gets slower at every open the more files it already holds.  The pool keeps
+the ``max_open`` most recently used files open and closes the rest.
+
+The design follows xarray's ``CachingFileManager`` and mends its two weak spots:
+
+* The pool's *configuration* (``max_open``, ``file_kwargs``) is what pickles; the
+  live handles never do.  A pool sent to a spawn/forkserver worker arrives empty.
+* Handles are *pinned* while a caller uses them, and a pinned handle is never
+  evicted or closed (xarray closed files that were still being read).
+* A pool notices a ``fork``: HDF5 hands an inherited file back to a child that
+  "reopens" the same path, so the child must close what it inherited *before*
+  it opens anything.  Pools are reset eagerly in forked children through
+  ``os.register_at_fork`` and, as a second line, lazily whenever the PID changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cachetools
+import h5py
+
+from h5pool.errors import (
+    DescriptorLimitError,
+    MissingFileError,
+    MissingKeyError,
+    UnreadableFileError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: HDF5 2.0 gives every open dataset an 8 MiB chunk cache; a pool of 128 files
+#: with a few datasets each could then hold gigabytes per DataLoader worker.
+#: 1 MiB still holds a whole chunk of h5py's auto-chunked datasets (≤ 1 MiB),
+#: which is all a row-at-a-time reader re-uses.
+DEFAULT_CHUNK_CACHE_BYTES = 1 << 20
+
+#: The default cap never exceeds this: each open HDF5 file also costs metadata
+#: cache memory, and HDF5 slows down every open in proportion to the files held.
+DEFAULT_MAX_OPEN_CEILING = 128
+
+
+def default_max_open(soft_limit: int | None = None) -> int:
+    """Derive a handle cap from the soft ``RLIMIT_NOFILE``.
+
+    The formula is ``clamp(soft // 4, 1, 128)``: a quarter of the descriptors for
+    HDF5 files leaves three quarters to everything else a training process
+    holds (shared-memory tensors in flight, sockets of a process group, logs,
+    imported libraries).  At the common limit of 1024 that gives 128; at 256
+    (macOS) it gives 64.
+    """
+    if soft_limit is None:
+        soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
+        return DEFAULT_MAX_OPEN_CEILING
+    return max(1, min(DEFAULT_MAX_OPEN_CEILING, soft_limit // 4))
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters of one pool in the current process (reset by a fork)."""
+
+    max_open: int
+    hits: int
+    misses: int
+    evictions: int
+    fork_resets: int
+    emfile_retries: int
+    overflows: int
+    open_files: int
+    pinned_files: int
+    peak_open_files: int
+
+    @property
+    def hit_rate(self) -> float:
+        requests = self.hits + self.misses
+        return self.hits / requests if requests else 0.0
+
+
+class PooledFile:
+    """One open file of the pool, with the objects looked up through it.
+
+    Looked-up ``h5py.Dataset`` objects are kept because a name lookup costs
+    ~35 µs and the first read through a fresh Dataset object far more; they die
+    with the handle.  ``memo`` lets higher layers keep their own per-handle
+    state (readers, offsets) under the same lifetime.
+    """
+
+    __slots__ = ("_datasets", "_raw_fd", "doomed", "file", "memo", "path", "pins")
+
+    def __init__(self, path: str, file: h5py.File) -> None:
+        self.path = path
+        self.file = file
+        self.pins = 0
+        self.doomed = False
+        self.memo: dict[Any, Any] = {}
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._raw_fd: int | None = -1
+
+    def dataset(self, key: str) -> h5py.Dataset:
+        try:
+            return self._datasets[key]
+        except KeyError:
+            pass
+        try:
+            node = self.file[key]
+        except KeyError as exc:
+            raise MissingKeyError(
+                f"{self.path}: no dataset {key!r} in the file", path=self.path
+            ) from exc
+        if not isinstance(node, h5py.Dataset):
+            raise MissingKeyError(
+                f"{self.path}: {key!r} is a {type(node).__name__}, not a dataset",
+                path=self.path,
+            )
+        self._datasets[key] = node
+        return node
+
+    def raw_fd(self) -> int | None:
+        """The OS descriptor HDF5 reads through, for direct ``pread`` calls.
+
+        Re-using HDF5's own descriptor costs no extra slot against ``max_open``.
+        Only the default ``sec2`` driver has one plain descriptor per file.
+        """
+        if self._raw_fd == -1:
+            fd: int | None = None
+            if self.file.driver == "sec2":
+                handle = self.file.id.get_vfd_handle()
+                fd = handle if isinstance(handle, int) and handle >= 0 else None
+            self._raw_fd = fd
+        return self._raw_fd
+
+    def close(self) -> None:
+        self._datasets.clear()
+        self.memo.clear()
+        self._raw_fd = None
+        try:
+            self.file.close()
+        except Exception:  # closing must never mask the error that led here
+            logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
+
+
+class _ClosingLRU(cachetools.LRUCache[str, PooledFile]):
+    """The idle (unpinned) handles, least recently used first.
+
+    ``popitem`` is cachetools' one extension point for eviction; closing the
+    evicted handle there means nothing else can forget to.
+    """
+
+    def __init__(self, maxsize: int, on_evict: Any) -> None:
+        super().__init__(maxsize)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[str, PooledFile]:
+        key, entry = super().popitem()
+        self._on_evict(entry)
+        return key, entry
+
+
+_live_pools: weakref.WeakSet[HandlePool] = weakref.WeakSet()
+
+
+def _reset_pools_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_inherited_handles()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pools_in_child)
+
+
+def _default_file_kwargs() -> dict[str, Any]:
+    return {"rdcc_nbytes": DEFAULT_CHUNK_CACHE_BYTES}
+
+
+class HandlePool:
+    """An LRU pool of read-only ``h5py.File`` handles for the current process.
+
+    At most ``max_open`` handles are open.  When every open handle is pinned and
+    one more is asked for, the pool opens it anyway ("overflow", counted in
+    :meth:`stats` and logged) rather than block: blocking would deadlock a
+    thread that pins two files, and failing would break correct programs that
+    briefly use more files than the cap.  The excess is closed as soon as
+    handles are released.  If the process really runs out of descriptors the
+    pool closes an idle handle and retries, and raises
+    :class:`~h5pool.errors.DescriptorLimitError` when none is left.
+    """
+
+    def __init__(
+        self,
+        max_open: int | None = None,
+        *,
+        file_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_open is not None and max_open < 1:
+            raise ValueError(f"max_open must be at least 1, got {max_open}")
+        self._requested_max_open = max_open
+        self.max_open = max_open if max_open is not None else default_max_open()
+        self.file_kwargs: dict[str, Any] = _default_file_kwargs()
+        self.file_kwargs.update(file_kwargs or {})
+        self.file_kwargs.pop("mode", None)
+        self._setup_process_state(fork_resets=0)
+        _live_pools.add(self)
+
+    # -- per-process state ---------------------------------------------------
+
+    def _setup_process_state(self, *, fork_resets: int) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle = _ClosingLRU(self.max_open, self._close_evicted)
+        self._in_use: dict[str, PooledFile] = {}
+        self._normalised: dict[str, str] = {}
+        self._hits = self._misses = self._evictions = 0
+        self._emfile_retries = self._overflows = self._peak = 0
+        self._fork_resets = fork_resets
+
+    def _forget_inherited_handles(self) -> None:
+        """Close what a forked child inherited, before it opens anything.
+
+        The parent's lock may have been held by a thread that does not exist in
+        the child, so it is replaced rather than acquired.  Closing the child's
+        copy of a descriptor does not affect the parent.
+        """
+        if self._pid == os.getpid():
+            return
+        inherited = list(self._in_use.values()) + list(self._idle.values())
+        self._setup_process_state(fork_resets=self._fork_resets + 1)
+        for entry in inherited:
+            entry.close()
+        if inherited:
+            logger.debug("h5pool: closed %d handles inherited across fork", len(inherited))
+
+    # -- pickling: configuration only -----------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_open": self._requested_max_open, "file_kwargs": self.file_kwargs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_open"], file_kwargs=state["file_kwargs"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"HandlePool(max_open={self.max_open}, open={len(self)})"
+
+    # -- public API -----------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._idle) + len(self._in_use)
+
+    def __enter__(self) -> HandlePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def open(self, path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+        """Yield the open file for ``path``, pinned for the duration of the block."""
+        entry = self.acquire(path)
+        try:
+            yield entry.file
+        finally:
+            self.release(entry)
+
+    def acquire(self, path: str | os.PathLike[str]) -> PooledFile:
+        """Pin and return the pool's handle for ``path``; pair with :meth:`release`.
+
+        The explicit pair is the hot path of the datasets: it avoids the cost of
+        a generator-based context manager on every sample.
+        """
+        key = self._normalise(path)
+        if self._pid != os.getpid():
+            self._forget_inherited_handles()
+        with self._lock:
+            entry = self._in_use.get(key)
+            if entry is None:
+                entry = self._idle.pop(key, None)
+                if entry is None:
+                    self._misses += 1
+                    entry = self._open_new(key)
+                else:
+                    self._hits += 1
+                self._in_use[key] = entry
+                open_now = len(self._idle) + len(self._in_use)
+                if open_now > self._peak:
+                    self._peak = open_now
+            else:
+                self._hits += 1
+            entry.pins += 1
+            return entry
+
+    def release(self, entry: PooledFile) -> None:
+        with self._lock:
+            if self._in_use.get(entry.path) is not entry:
+                return  # inherited across fork and already closed
+            entry.pins -= 1
+            if entry.pins > 0:
+                return
+            del self._in_use[entry.path]
+            if entry.doomed:
+                entry.close()
+                return
+            self._idle[entry.path] = entry
+            while len(self._idle) + len(self._in_use) > self.max_open and self._idle:
+                self._idle.popitem()
+
+    def close(self) -> None:
+        """Close every idle handle now and every pinned one when it is released.
+
+        The pool stays usable; counters are kept.
+        """
+        if self._pid != os.getpid():
+            self._forget_inherited_handles()
+            return
+        with self._lock:
+            entries = list(self._idle.values())
+            self._idle.clear()  # clear() does not go through popitem
+            for entry in self._in_use.values():
+                entry.doomed = True
+        for entry in entries:
+            entry.close()
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            return PoolStats(
+                max_open=self.max_open,
+                hits=self._hits,
+                misses=self._misses,
+                evictions=self._evictions,
+                fork_resets=self._fork_resets,
+                emfile_retries=self._emfile_retries,
+                overflows=self._overflows,
+                open_files=len(self._idle) + len(self._in_use),
+                pinned_files=len(self._in_use),
+                peak_open_files=self._peak,
+            )
+
+    def open_paths(self) -> list[str]:
+        """The paths open now, least recently used idle first, then pinned ones."""
+        with self._lock:
+            return list(self._idle.keys()) + list(self._in_use.keys())
+
+    # -- internals --------------------------------------------------------------
+
+    def _normalise(self, path: str | os.PathLike[str]) -> str:
+        """``realpath``, memoised: it costs several µs of syscalls per call."""
+        raw = os.fspath(path)
+        try:
+            return self._normalised[raw]
+        except KeyError:
+            resolved = os.path.realpath(raw)
+            self._normalised[raw] = resolved
+            return resolved
+
+    def _close_evicted(self, entry: PooledFile) -> None:
+        self._evictions += 1
+        entry.close()
+
+    def _open_new(self, path: str) -> PooledFile:
+        while len(self._idle) + len(self._in_use) >= self.max_open and self._idle:
+            self._idle.popitem()
+        if len(self._idle) + len(self._in_use) >= self.max_open:
+            self._overflows += 1
+            logger.warning(
+                "h5pool: all %d handles are pinned; opening %s beyond max_open",
+                len(self._in_use),
+                path,
+            )
+        while True:
+            try:
+                return PooledFile(path, h5py.File(path, "r", **self.file_kwargs))
+            except OSError as exc:
+                if not _is_emfile(exc):
+                    raise _open_error(path, exc) from exc
+                if not self._idle:
+                    raise _descriptor_limit_error(path, len(self._in_use)) from exc
+                self._emfile_retries += 1
+                self._idle.popitem()
+
+
+def _is_emfile(exc: OSError) -> bool:
+    return exc.errno == errno.EMFILE or "Too many open files" in str(exc)
+
+
+def _open_error(path: str, exc: OSError) -> Exception:
+    if exc.errno == errno.ENOENT or not os.path.exists(path):
+        return MissingFileError(f"{path}: no such file", path=path)
+    if os.path.isdir(path):
+        return UnreadableFileError(f"{path}: is a directory, not an HDF5 file", path=path)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    if size == 0:
+        reason = "the file is empty (0 bytes)"
+    elif "truncated" in str(exc):
+        reason = f"the file is truncated ({size} bytes on disk)"
+    elif "signature" in str(exc) or "not an HDF5" in str(exc).lower():
+        reason = "not an HDF5 file"
+    else:
+        reason = "HDF5 could not open it"
+    return UnreadableFileError(f"{path}: {reason}: {exc}", path=path)
+
+
+def _descriptor_limit_error(path: str, pinned: int) -> DescriptorLimitError:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return DescriptorLimitError(
+        f"cannot open {path}: the process hit its file-descriptor limit "
+        f"(RLIMIT_NOFILE soft={soft}, hard={hard}) and all {pinned} pooled handles are "
+        f"pinned. Raise the limit (`ulimit -n {min(hard, max(soft * 2, 1024))}` or "
+        f"resource.setrlimit) or lower max_open / the number of handles held at once."
+    )
