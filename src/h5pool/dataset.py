@@ -115,17 +115,18 @@ class PooledH5Dataset(Dataset[Any]):
 
     def __getitem__(self, index: int) -> Any:
         file_number, local = self.index.locate(index)
-        entry = self._acquire(file_number)
         try:
-            if self.layout == "rows":
-                readers: tuple[RowReader, ...] = self._readers(entry, file_number)
-                sample: Sample = {r.key: to_tensor(r.read_row(local)) for r in readers}
-            else:
-                sample = self._read_member(entry, file_number, local)
+            entry = self._acquire(file_number)
+            try:
+                if self.layout == "rows":
+                    readers = self._readers(entry, file_number)
+                    sample: Sample = {r.key: to_tensor(r.read_row(local)) for r in readers}
+                else:
+                    sample = self._read_member(entry, file_number, local)
+            finally:
+                self.pool.release(entry)
         except CorpusError as exc:
             raise _naming_sample(exc, index) from (exc.__cause__ or exc)
-        finally:
-            self.pool.release(entry)
         return self.transform(sample) if self.transform is not None else sample
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
@@ -142,15 +143,15 @@ class PooledH5Dataset(Dataset[Any]):
             if not len(group):
                 continue
             file_number = int(file_numbers[group[0]])
-            entry = self._acquire(file_number)
             try:
-                self._read_group(entry, file_number, group, locals_[group], samples)
+                entry = self._acquire(file_number)
+                try:
+                    self._read_group(entry, file_number, group, locals_[group], samples)
+                finally:
+                    self.pool.release(entry)
             except CorpusError as exc:
-                raise _naming_sample(exc, int(np.asarray(indices)[group[0]])) from (
-                    exc.__cause__ or exc
-                )
-            finally:
-                self.pool.release(entry)
+                first = int(np.asarray(indices).reshape(-1)[group[0]])
+                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
         if self.transform is not None:
             return [self.transform(sample) for sample in samples]
         return samples

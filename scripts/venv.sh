@@ -1,0 +1,9 @@
+# Sourced by the other scripts: create .venv once and install h5pool into it.
+# torch is installed first, pinned, so that pip takes the local CPU build
+# instead of resolving the dependency to a multi-GB CUDA build.
+python3 -m venv .venv
+# shellcheck disable=SC1091
+source .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet "torch==${H5POOL_TORCH_VERSION:-2.13.0}"
+python -m pip install --quiet -e ".[test${H5POOL_EXTRAS:+,$H5POOL_EXTRAS}]"

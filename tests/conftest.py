@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from corpus_tools import make_corpus
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> list[str]:
+    """Five files of 10 rows each, contiguous float32 data and an int64 label."""
+    return make_corpus(tmp_path / "corpus", files=5, rows=10, width=4)
+
+
+@pytest.fixture
+def corpus_50(tmp_path: Path) -> list[str]:
+    return make_corpus(tmp_path / "corpus50", files=50, rows=20, width=4)
+
+
+@pytest.fixture(scope="session")
+def corpus_5000(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """5,000 small files: more than a 256-descriptor process could hold open."""
+    directory = tmp_path_factory.mktemp("corpus5000")
+    make_corpus(directory, files=5000, rows=4, width=4)
+    return str(directory)

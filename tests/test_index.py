@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from h5pool import CorpusIndex
+from h5pool.sources import natural_key
+
+counts_strategy = st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=60).filter(
+    lambda counts: sum(counts) > 0
+)
+
+
+def make_index(counts: list[int]) -> CorpusIndex:
+    n = len(counts)
+    return CorpusIndex(
+        files=[f"/corpus/f{i}.h5" for i in range(n)],
+        counts=np.array(counts),
+        layout="rows",
+        keys=("data",),
+        group="/",
+        sizes=np.arange(n, dtype=np.int64),
+        mtimes=np.arange(n, dtype=np.int64) * 7,
+    )
+
+
+def brute_force(counts: list[int]) -> list[tuple[int, int]]:
+    return [(f, r) for f, count in enumerate(counts) for r in range(count)]
+
+
+@given(counts_strategy, st.data())
+def test_locate_matches_brute_force(counts: list[int], data: st.DataObject) -> None:
+    index = make_index(counts)
+    expected = brute_force(counts)
+    assert len(index) == len(expected)
+    position = data.draw(st.integers(min_value=-len(expected), max_value=len(expected) - 1))
+    assert index.locate(position) == expected[position]
+
+
+@given(counts_strategy, st.data())
+def test_locate_many_matches_locate(counts: list[int], data: st.DataObject) -> None:
+    index = make_index(counts)
+    total = len(index)
+    positions = data.draw(st.lists(st.integers(min_value=-total, max_value=total - 1), max_size=80))
+    files, rows = index.locate_many(positions)
+    assert list(zip(files.tolist(), rows.tolist(), strict=True)) == [
+        index.locate(p) for p in positions
+    ]
+
+
+@given(counts_strategy)
+def test_out_of_range_raises(counts: list[int]) -> None:
+    index = make_index(counts)
+    total = len(index)
+    for bad in (total, -total - 1):
+        with pytest.raises(IndexError):
+            index.locate(bad)
+        with pytest.raises(IndexError):
+            index.locate_many([0, bad])
+
+
+@settings(max_examples=25)
+@given(counts_strategy)
+def test_save_and_load_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, counts: list[int]
+) -> None:
+    path = Path(tmp_path_factory.mktemp("idx")) / "index.npz"
+    index = make_index(counts)
+    index.save(path)
+    loaded = CorpusIndex.load(path)
+    assert loaded.files == index.files
+    assert np.array_equal(loaded.counts, index.counts)
+    assert np.array_equal(loaded.ends, index.ends)
+    assert np.array_equal(loaded.mtimes, index.mtimes)
+    assert (loaded.layout, loaded.keys, loaded.group) == ("rows", ("data",), "/")
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=20))
+def test_natural_key_orders_numbers_by_value(numbers: list[int]) -> None:
+    names = [f"shard_{n}.h5" for n in numbers]
+    assert sorted(names, key=natural_key) == [f"shard_{n}.h5" for n in sorted(numbers)]
