@@ -14,10 +14,12 @@ from h5pool.errors import (
 )
 from h5pool.index import CorpusIndex
 from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open
+from h5pool.sampler import BlockShuffleSampler
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockShuffleSampler",
     "CorpusError",
     "CorpusIndex",
     "DescriptorLimitError",

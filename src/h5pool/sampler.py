@@ -1,0 +1,161 @@
+"""``BlockShuffleSampler``: shuffle well enough for SGD, while keeping a small pool hot.
+
+Why: under a uniform random order over 5,000 files a pool of 64 handles hits
+about 64/5,000 of the time, and every miss pays a 150-300 µs open.  This
+sampler shuffles the *files*, cuts them into blocks that fit in the pool,
+shuffles the *samples* within each block, and concatenates the blocks.  Every
+sample still appears once per epoch in an order that changes every epoch; what
+it trades away is that two samples far apart in the epoch never come from the
+same small block of files.
+
+Distributed use follows ``torch.utils.data.DistributedSampler``: ``num_replicas``
+and ``rank`` default to the process group, every rank computes the same
+epoch stream from ``(seed, epoch)``, and each rank takes a *contiguous* share
+of it, so each rank touches about ``files / ranks`` files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from h5pool.index import CorpusIndex
+from h5pool.pool import HandlePool
+
+IntArray = npt.NDArray[np.int64]
+
+
+class IndexedDataset(Protocol):
+    """What the sampler needs of a dataset: its index and the pool it reads through."""
+
+    @property
+    def index(self) -> CorpusIndex: ...
+
+    @property
+    def pool(self) -> HandlePool: ...
+
+
+def default_files_per_block(max_open: int) -> int:
+    """Half the pool: a DataLoader worker may still hold the previous block's
+    files while it starts on the next one, so two blocks must fit at once."""
+    return max(1, max_open // 2)
+
+
+class BlockShuffleSampler(Sampler[int]):
+    """Locality-aware shuffling over the files of a :class:`PooledH5Dataset`.
+
+    With ``drop_last=False`` the epoch stream is padded by repeating its first
+    samples until it divides evenly among the ranks (as ``DistributedSampler``
+    does), so every sample is seen and a few are seen twice.  With
+    ``drop_last=True`` the tail that does not divide evenly is dropped (fewer
+    than ``num_replicas`` samples), so no sample is repeated.
+    """
+
+    def __init__(
+        self,
+        dataset: IndexedDataset,
+        *,
+        files_per_block: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if _distributed() else 1
+        if rank is None:
+            rank = dist.get_rank() if _distributed() else 0
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
+        if files_per_block is None:
+            files_per_block = default_files_per_block(dataset.pool.max_open)
+        if files_per_block < 1:
+            raise ValueError(f"files_per_block must be at least 1, got {files_per_block}")
+        self.counts: IntArray = dataset.index.counts.copy()
+        self.files_per_block = files_per_block
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.epoch = 0
+        total = int(self.counts.sum())
+        if drop_last:
+            self.num_samples = total // num_replicas
+        else:
+            self.num_samples = math.ceil(total / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        # Samples already yielded in the current epoch, for resuming mid-epoch.
+        self.yielded = 0
+        self._resume_from: int | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch's order; call it before each epoch, on every rank."""
+        self.epoch = epoch
+
+    def epoch_order(self) -> IntArray:
+        """The whole epoch's stream for all ranks, before padding or dropping."""
+        total = int(self.counts.sum())
+        if not self.shuffle:
+            return np.arange(total, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        file_order = rng.permutation(len(self.counts))
+        # Every sample of the files in shuffled file order, without a Python loop
+        # over samples: each file's run starts at its global start.
+        ordered_counts = self.counts[file_order]
+        run_starts = np.cumsum(ordered_counts) - ordered_counts
+        file_starts = (np.cumsum(self.counts) - self.counts)[file_order]
+        samples: IntArray = np.arange(total, dtype=np.int64) + np.repeat(
+            file_starts - run_starts, ordered_counts
+        )
+        # Then shuffle inside each block of files_per_block files.
+        block_ends = np.cumsum(ordered_counts)[self.files_per_block - 1 :: self.files_per_block]
+        for block in np.split(samples, block_ends[block_ends < total]):
+            rng.shuffle(block)
+        return samples
+
+    def rank_indices(self) -> IntArray:
+        """This rank's contiguous share of the (padded or trimmed) epoch stream."""
+        order = self.epoch_order()
+        if self.total_size > len(order):  # pad by repeating from the start
+            repeats = math.ceil(self.total_size / max(len(order), 1))
+            order = np.tile(order, repeats)
+        order = order[: self.total_size]
+        begin = self.rank * self.num_samples
+        return order[begin : begin + self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._resume_from or 0
+        self._resume_from = None
+        self.yielded = start
+        for index in itertools.islice(self.rank_indices().tolist(), start, None):
+            self.yielded += 1
+            yield index
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seed": self.seed, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration continues after the samples already yielded."""
+        yielded = int(state["yielded"])
+        if yielded < 0:
+            raise ValueError(f"yielded must not be negative, got {yielded}")
+        self.epoch = int(state["epoch"])
+        self.seed = int(state.get("seed", self.seed))
+        self._resume_from = yielded
+        self.yielded = yielded
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
