@@ -8,6 +8,7 @@ files of up to 1,000 rows.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +67,12 @@ def decode_sample(sample: dict[str, torch.Tensor]) -> tuple[int, int]:
 
 
 def open_hdf5_descriptors() -> int:
-    """HDF5 files this process has open, from /proc/self/fd: the kernel's count."""
+    """HDF5 files this process has open, from /proc/self/fd: the kernel's count.
+
+    Collects garbage first, so that pools of earlier tests awaiting collection
+    do not change the count in the middle of a test.
+    """
+    gc.collect()
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:

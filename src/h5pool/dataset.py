@@ -8,6 +8,7 @@ after construction (forking then is safe) and fresh in every worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import uuid
@@ -28,6 +29,8 @@ from h5pool.sources import FileSpec, expand_files
 logger = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
+IntArray = npt.NDArray[np.int64]
+Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
 _TENSOR_KINDS = frozenset("biufc")
 
@@ -129,29 +132,17 @@ class PooledH5Dataset(Dataset[Any]):
             raise _naming_sample(exc, index) from (exc.__cause__ or exc)
         return self.transform(sample) if self.transform is not None else sample
 
-    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+    def __getitems__(self, indices: Indices) -> list[Any]:
         """A batch, in request order; each file is pinned once and each key read once.
 
         DataLoader calls this with a whole batch when it exists.  Duplicates and
         any order are allowed; the result equals ``[self[i] for i in indices]``.
         """
-        file_numbers, locals_ = self.index.locate_many(indices)
-        samples: list[Any] = [None] * len(file_numbers)
-        order = np.argsort(file_numbers, kind="stable")
-        groups = np.split(order, np.flatnonzero(np.diff(file_numbers[order])) + 1)
-        for group in groups:
-            if not len(group):
-                continue
-            file_number = int(file_numbers[group[0]])
-            try:
-                entry = self._acquire(file_number)
-                try:
-                    self._read_group(entry, file_number, group, locals_[group], samples)
-                finally:
-                    self.pool.release(entry)
-            except CorpusError as exc:
-                first = int(np.asarray(indices).reshape(-1)[group[0]])
-                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
+        file_numbers, rows = self.index.locate_many(indices)
+        if self.layout == "rows":
+            samples = self._read_rows_batch(file_numbers, rows, indices)
+        else:
+            samples = self._read_members_batch(file_numbers, rows, indices)
         if self.transform is not None:
             return [self.transform(sample) for sample in samples]
         return samples
@@ -227,27 +218,71 @@ class PooledH5Dataset(Dataset[Any]):
             attrs = attrs_by_name[name] = decode_attrs(entry.dataset(path))
         return {"data": to_tensor(data), "attrs": dict(attrs)}
 
-    def _read_group(
-        self,
-        entry: PooledFile,
-        file_number: int,
-        positions: npt.NDArray[np.int64],
-        rows: npt.NDArray[np.int64],
-        samples: list[Any],
-    ) -> None:
-        if self.layout == "members":
-            for position, local in zip(positions.tolist(), rows.tolist(), strict=True):
-                samples[position] = self._read_member(entry, file_number, local)
-            return
-        readers = self._readers(entry, file_number)
-        unique, inverse = np.unique(rows, return_inverse=True)
-        columns = [(r.key, to_tensor(r.read_rows(unique))) for r in readers]
-        if all(isinstance(column, torch.Tensor) for _, column in columns):
-            views = [(key, column.unbind(0)) for key, column in columns]
-        else:
-            views = [(key, list(column)) for key, column in columns]
-        for position, row in zip(positions.tolist(), inverse.tolist(), strict=True):
-            samples[position] = {key: rows_of_key[row] for key, rows_of_key in views}
+    def _read_rows_batch(
+        self, file_numbers: IntArray, rows: IntArray, indices: Indices
+    ) -> list[Any]:
+        """Read a batch file by file, in (file, row) order, straight into its slots.
+
+        Each key gets one output array in request order; each file's rows land
+        in it directly (no gather copy), and the samples are views of it.
+        """
+        count = len(file_numbers)
+        if not count:
+            return []
+        order = np.lexsort((rows, file_numbers))
+        bounds = [0, *(np.flatnonzero(np.diff(file_numbers[order])) + 1).tolist(), count]
+        sorted_rows = rows[order].tolist()
+        positions = order.tolist()
+        outputs: dict[str, npt.NDArray[Any]] = {}
+        for begin, end in itertools.pairwise(bounds):
+            file_number = int(file_numbers[order[begin]])
+            try:
+                entry = self._acquire(file_number)
+                try:
+                    for reader in self._readers(entry, file_number):
+                        out = outputs.get(reader.key)
+                        if out is None:
+                            out = outputs[reader.key] = reader.empty_rows(count)
+                        elif out.shape[1:] != reader.row_shape or out.dtype != reader.dtype:
+                            # Files disagree on shape or dtype: no shared array.
+                            return [self[i] for i in np.asarray(indices).reshape(-1).tolist()]
+                        reader.read_rows_into(sorted_rows[begin:end], positions[begin:end], out)
+                finally:
+                    self.pool.release(entry)
+            except CorpusError as exc:
+                first = int(np.asarray(indices).reshape(-1)[positions[begin]])
+                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
+        columns = [(key, _rows_of(to_tensor(out))) for key, out in outputs.items()]
+        if len(columns) == 1:
+            key, column = columns[0]
+            return [{key: row} for row in column]
+        return [{key: column[i] for key, column in columns} for i in range(count)]
+
+    def _read_members_batch(
+        self, file_numbers: IntArray, rows: IntArray, indices: Indices
+    ) -> list[Any]:
+        samples: list[Any] = [None] * len(file_numbers)
+        order = np.argsort(file_numbers, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(file_numbers[order])) + 1):
+            if not len(group):
+                continue
+            file_number = int(file_numbers[group[0]])
+            try:
+                entry = self._acquire(file_number)
+                try:
+                    for position, local in zip(group.tolist(), rows[group].tolist(), strict=True):
+                        samples[position] = self._read_member(entry, file_number, local)
+                finally:
+                    self.pool.release(entry)
+            except CorpusError as exc:
+                first = int(np.asarray(indices).reshape(-1)[group[0]])
+                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
+        return samples
+
+
+def _rows_of(column: Any) -> Sequence[Any]:
+    """The rows of a batch column as views: ``unbind`` for tensors, a list for numpy."""
+    return column.unbind(0) if isinstance(column, torch.Tensor) else list(column)
 
 
 def _naming_sample(exc: CorpusError, index: int) -> CorpusError:

@@ -16,6 +16,7 @@ Two paths, chosen once per (handle, dataset) when the handle is first used:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -30,12 +31,19 @@ _DIRECT_KINDS = frozenset("biufc")
 
 
 def direct_offset(dataset: h5py.Dataset) -> int | None:
-    """File offset of a dataset whose raw bytes can be read as they are, else ``None``."""
-    if dataset.chunks is not None or dataset.is_virtual or dataset.external:
+    """File offset of a dataset whose raw bytes can be read as they are, else ``None``.
+
+    Only contiguous layouts qualify (chunked, compact, virtual and external
+    storage, and therefore every filter, are excluded), and only fixed-size
+    numeric types whose size in the file equals numpy's.
+    """
+    dtype = dataset.dtype
+    if dtype.kind not in _DIRECT_KINDS or dtype.hasobject:
         return None
-    if dataset.dtype.kind not in _DIRECT_KINDS or dataset.dtype.hasobject:
+    dcpl = dataset.id.get_create_plist()
+    if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_external_count() > 0:
         return None
-    if dataset.id.get_type().get_size() != dataset.dtype.itemsize:
+    if dataset.id.get_type().get_size() != dtype.itemsize:
         return None
     offset = dataset.id.get_offset()
     return int(offset) if offset is not None else None
@@ -59,10 +67,11 @@ class RowReader:
 
     def __init__(self, entry: PooledFile, key: str) -> None:
         dataset = entry.dataset(key)
+        shape = dataset.shape
         self.path = entry.path
         self.key = key
-        self.length = int(dataset.shape[0])
-        self.row_shape: tuple[int, ...] = tuple(int(n) for n in dataset.shape[1:])
+        self.length = int(shape[0])
+        self.row_shape: tuple[int, ...] = tuple(int(n) for n in shape[1:])
         self.dtype: np.dtype[Any] = dataset.dtype
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._dataset = dataset
@@ -112,7 +121,53 @@ class RowReader:
             raise self._read_error(f"rows {int(rows[0])}..{int(rows[-1])}", exc) from exc
         return out
 
+    def empty_rows(self, count: int) -> npt.NDArray[Any]:
+        return np.empty((count, *self.row_shape), dtype=self.dtype)
+
+    def read_rows_into(
+        self, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
+    ) -> None:
+        """Read ``rows`` (sorted, repeats allowed) into ``out[positions]``.
+
+        The direct path reads each run of consecutive rows with one ``preadv``
+        whose buffers are the run's destination slots, so the bytes go from the
+        page cache straight to where the batch wants them.
+        """
+        try:
+            if self._fd is not None:
+                if self.row_bytes:
+                    self._scatter_runs_direct(rows, positions, out)
+                return
+            unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+            out[np.asarray(positions, dtype=np.int64)] = self.read_rows(unique)[inverse]
+        except ReadError:
+            raise
+        except Exception as exc:
+            raise self._read_error(f"rows {rows[0]}..{rows[-1]}", exc) from exc
+
     # -- internals ------------------------------------------------------------------
+
+    def _scatter_runs_direct(
+        self, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
+    ) -> None:
+        fd, base, row_bytes = self._fd, self._offset, self.row_bytes
+        assert fd is not None
+        slots = out.reshape(len(out), -1)
+        first, count = 0, len(rows)
+        while first < count:
+            last = first + 1
+            while last < count and rows[last] == rows[last - 1] + 1:
+                last += 1
+            buffers = [slots[p].data for p in positions[first:last]]
+            wanted = row_bytes * (last - first)
+            got = os.preadv(fd, buffers, base + rows[first] * row_bytes)
+            if got != wanted:
+                raise ReadError(
+                    f"{self.path}: short read of {self.key!r} at row {rows[first]}: got {got} "
+                    f"of {wanted} bytes (file truncated or replaced?)",
+                    path=self.path,
+                )
+            first = last
 
     def _pread_into(self, out: npt.NDArray[Any], offset: int) -> None:
         assert self._fd is not None
