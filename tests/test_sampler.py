@@ -211,3 +211,74 @@ def test_file_opens_per_worker_on_5000_files(corpus_5000: str) -> None:
     for worker, files in files_read.items():
         assert misses[worker] <= 1.1 * len(files), (worker, misses[worker], len(files))
         assert peaks[worker] <= 64
+
+
+@given(
+    counts_st,
+    st.integers(1, 8),
+    st.integers(2, 4),
+    st.integers(1, 16),
+    st.integers(1, 3),
+    st.booleans(),
+)
+def test_worker_interleaving_keeps_every_sample_and_each_worker_to_its_blocks(
+    counts: list[int], per_block: int, workers: int, batch: int, replicas: int, drop_last: bool
+) -> None:
+    plain_shares, dealt_shares = [], []
+    for rank in range(replicas):
+        common = dict(
+            files_per_block=per_block, num_replicas=replicas, rank=rank, drop_last=drop_last, seed=9
+        )
+        plain_shares.append(list(BlockShuffleSampler(indexed(counts), **common)))
+        dealt = BlockShuffleSampler(
+            indexed(counts), **common, batch_size=batch, num_workers=workers
+        )
+        dealt_shares.append(list(dealt))
+        assert len(dealt_shares[-1]) == len(dealt)
+    # The same samples per rank, only reordered for the workers.
+    for plain, dealt_order in zip(plain_shares, dealt_shares, strict=True):
+        assert sorted(plain) == sorted(dealt_order)
+    # DataLoader gives batch k to worker k % workers: until the first stream runs
+    # dry, a worker's batches contain only samples of blocks b with b % workers == it.
+    data = indexed(counts)
+    sampler = BlockShuffleSampler(data, files_per_block=per_block, seed=9, num_replicas=1, rank=0)
+    _, blocks = sampler._epoch_stream()
+    dealt_order = list(
+        BlockShuffleSampler(
+            data,
+            files_per_block=per_block,
+            seed=9,
+            num_replicas=1,
+            rank=0,
+            batch_size=batch,
+            num_workers=workers,
+        )
+    )
+    file_of = np.searchsorted(data.index.ends, dealt_order, side="right")
+    owners = blocks[file_of] % workers
+    per_worker = Counter(owners.tolist())
+    clean_batches = min(per_worker.get(w, 0) // batch for w in range(workers))
+    for k in range(clean_batches * workers):
+        chunk = owners[k * batch : (k + 1) * batch]
+        assert set(chunk.tolist()) == {k % workers}
+
+
+def test_workers_open_only_their_own_files(corpus_5000: str) -> None:
+    ds = PooledH5Dataset(corpus_5000, ["data", "label"], max_open=64)
+    sampler = BlockShuffleSampler(ds, seed=11, batch_size=64, num_workers=2)
+    loader = DataLoader(
+        ds, batch_size=64, sampler=sampler, num_workers=2, collate_fn=collate_with_worker_stats
+    )
+    files_read: dict[int, set[int]] = {}
+    misses: dict[int, int] = {}
+    labels: Counter[int] = Counter()
+    for batch in loader:
+        worker = batch["worker"]
+        files_read.setdefault(worker, set()).update(label // 1000 for label in batch["labels"])
+        misses[worker] = max(misses.get(worker, 0), batch["misses"])
+        labels.update(batch["labels"])
+    assert len(labels) == 20000 and set(labels.values()) == {1}
+    both = files_read[0] & files_read[1]
+    # Only the partial batches at the very end may mix the workers' files.
+    assert len(both) <= 2 * 64 // 4, len(both)
+    assert misses[0] + misses[1] <= 1.1 * 5000

@@ -56,6 +56,11 @@ class BlockShuffleSampler(Sampler[int]):
     does), so every sample is seen and a few are seen twice.  With
     ``drop_last=True`` the tail that does not divide evenly is dropped (fewer
     than ``num_replicas`` samples), so no sample is repeated.
+
+    Pass the DataLoader's ``batch_size`` and ``num_workers`` too: blocks are then
+    dealt to workers (block ``b`` to worker ``b % num_workers``) and batches are
+    ordered so that DataLoader's round-robin hands each worker only its own
+    blocks, and each file is opened by one worker instead of all of them.
     """
 
     def __init__(
@@ -68,6 +73,8 @@ class BlockShuffleSampler(Sampler[int]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        batch_size: int | None = None,
+        num_workers: int = 0,
     ) -> None:
         if num_replicas is None:
             num_replicas = dist.get_world_size() if _distributed() else 1
@@ -79,6 +86,8 @@ class BlockShuffleSampler(Sampler[int]):
             files_per_block = default_files_per_block(dataset.pool.max_open)
         if files_per_block < 1:
             raise ValueError(f"files_per_block must be at least 1, got {files_per_block}")
+        if num_workers > 1 and (batch_size is None or batch_size < 1):
+            raise ValueError("num_workers > 1 needs the DataLoader's batch_size as well")
         self.counts: IntArray = dataset.index.counts.copy()
         self.files_per_block = files_per_block
         self.shuffle = shuffle
@@ -86,6 +95,8 @@ class BlockShuffleSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
+        self.batch_size = batch_size
+        self.num_workers = num_workers
         self.epoch = 0
         total = int(self.counts.sum())
         if drop_last:
@@ -106,9 +117,14 @@ class BlockShuffleSampler(Sampler[int]):
 
     def epoch_order(self) -> IntArray:
         """The whole epoch's stream for all ranks, before padding or dropping."""
+        return self._epoch_stream()[0]
+
+    def _epoch_stream(self) -> tuple[IntArray, IntArray]:
+        """The epoch's samples, and the block number of every file."""
         total = int(self.counts.sum())
         if not self.shuffle:
-            return np.arange(total, dtype=np.int64)
+            blocks = np.arange(len(self.counts), dtype=np.int64) // self.files_per_block
+            return np.arange(total, dtype=np.int64), blocks
         rng = np.random.default_rng([self.seed, self.epoch])
         file_order = rng.permutation(len(self.counts))
         # Every sample of the files in shuffled file order, without a Python loop
@@ -123,17 +139,26 @@ class BlockShuffleSampler(Sampler[int]):
         block_ends = np.cumsum(ordered_counts)[self.files_per_block - 1 :: self.files_per_block]
         for block in np.split(samples, block_ends[block_ends < total]):
             rng.shuffle(block)
-        return samples
+        blocks = np.empty(len(self.counts), dtype=np.int64)
+        blocks[file_order] = np.arange(len(self.counts), dtype=np.int64) // self.files_per_block
+        return samples, blocks
 
     def rank_indices(self) -> IntArray:
-        """This rank's contiguous share of the (padded or trimmed) epoch stream."""
-        order = self.epoch_order()
+        """This rank's contiguous share of the (padded or trimmed) epoch stream,
+        arranged for the DataLoader's workers when ``num_workers`` > 1."""
+        order, blocks = self._epoch_stream()
         if self.total_size > len(order):  # pad by repeating from the start
             repeats = math.ceil(self.total_size / max(len(order), 1))
             order = np.tile(order, repeats)
         order = order[: self.total_size]
         begin = self.rank * self.num_samples
-        return order[begin : begin + self.num_samples]
+        share = order[begin : begin + self.num_samples]
+        if self.shuffle and self.num_workers > 1 and self.batch_size:
+            file_of = np.searchsorted(np.cumsum(self.counts), share, side="right")
+            share = interleave_for_workers(
+                share, blocks[file_of] % self.num_workers, self.batch_size, self.num_workers
+            )
+        return share
 
     def __iter__(self) -> Iterator[int]:
         start = self._resume_from or 0
@@ -155,6 +180,28 @@ class BlockShuffleSampler(Sampler[int]):
         self.seed = int(state.get("seed", self.seed))
         self._resume_from = yielded
         self.yielded = yielded
+
+
+def interleave_for_workers(
+    samples: IntArray, worker_of: IntArray, batch_size: int, num_workers: int
+) -> IntArray:
+    """Order ``samples`` so that DataLoader worker ``w`` gets the samples marked ``w``.
+
+    DataLoader hands batch ``k`` to worker ``k % num_workers``.  Without this,
+    every worker sees every block and opens every file; with it, each worker
+    reads (and opens) only its own blocks' files.  Each worker's samples keep
+    their order; whole batches are dealt round-robin, and the partial batches
+    that are left go at the end, where they cannot shift the alignment.
+    """
+    streams = [samples[worker_of == worker] for worker in range(num_workers)]
+    full = [len(stream) // batch_size for stream in streams]
+    dealt: list[IntArray] = []
+    for batch in range(max(full, default=0)):
+        for worker, stream in enumerate(streams):
+            if batch < full[worker]:
+                dealt.append(stream[batch * batch_size : (batch + 1) * batch_size])
+    dealt.extend(stream[full[w] * batch_size :] for w, stream in enumerate(streams))
+    return np.concatenate(dealt) if dealt else samples
 
 
 def _distributed() -> bool:
