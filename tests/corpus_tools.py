@@ -66,13 +66,19 @@ def decode_sample(sample: dict[str, torch.Tensor]) -> tuple[int, int]:
     return divmod(label, 1000)
 
 
-def open_hdf5_descriptors() -> int:
+_collected_in = -1
+
+
+def open_hdf5_descriptors(*, once_per_process: bool = False) -> int:
     """HDF5 files this process has open, from /proc/self/fd: the kernel's count.
 
     Collects garbage first, so that pools of earlier tests awaiting collection
-    do not change the count in the middle of a test.
+    do not change the count in the middle of a test; once per process when
+    called from DataLoader workers, where a collection per batch is slow.
     """
-    gc.collect()
+    if not once_per_process or _collected_in != os.getpid():
+        gc.collect()
+        globals()["_collected_in"] = os.getpid()
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -95,6 +101,6 @@ def collate_with_worker_stats(batch: list[dict[str, torch.Tensor]]) -> dict[str,
         "pid": os.getpid(),
         "peak_open": stats.peak_open_files if stats else 0,
         "max_open": stats.max_open if stats else 0,
-        "fd_open": open_hdf5_descriptors(),
+        "fd_open": open_hdf5_descriptors(once_per_process=True),
         "misses": stats.misses if stats else 0,
     }

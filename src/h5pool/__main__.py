@@ -1,0 +1,7 @@
+"""``python -m h5pool``: the same as the ``h5pool`` command."""
+
+import sys
+
+from h5pool.cli import main
+
+sys.exit(main())

@@ -1,0 +1,453 @@
+"""The ``h5pool`` command line: ``bench``, ``info`` and ``index``.
+
+Exit codes: 0 success, 2 bad usage, 3 a problem with the data (the message
+names the file), 4 the process ran out of file descriptors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from h5pool import __version__, bench, synthetic
+from h5pool.dataset import PooledH5Dataset
+from h5pool.errors import CorpusError, DescriptorLimitError
+from h5pool.pool import HandlePool
+from h5pool.readers import direct_offset
+from h5pool.sources import expand_files
+
+logger = logging.getLogger("h5pool.cli")
+
+EXIT_USAGE, EXIT_DATA, EXIT_DESCRIPTORS = 2, 3, 4
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="h5pool: %(message)s", stream=sys.stderr)
+    try:
+        code: int = args.run(args)
+        return code
+    except CorpusError as exc:
+        logger.error("%s", exc)
+        return EXIT_DATA
+    except DescriptorLimitError as exc:
+        logger.error("%s", exc)
+        return EXIT_DESCRIPTORS
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with 2
+        return EXIT_USAGE
+
+
+class UsageError(Exception):
+    """A combination of options that cannot work; reported by argparse."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h5pool",
+        description="Serve many-file HDF5 corpora to PyTorch; measure how fast.",
+    )
+    parser.add_argument("--version", action="version", version=f"h5pool {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run_bench = commands.add_parser(
+        "bench",
+        help="benchmark h5pool against the naive recipes",
+        description="Time every strategy on the same rows of one corpus and print a table. "
+        "With no PATHS, a synthetic corpus is made in a temporary folder and removed after.",
+    )
+    run_bench.add_argument("paths", nargs="*", help="HDF5 files, folders or glob patterns")
+    run_bench.add_argument("--key", default="data", help="dataset to read (default: data)")
+    run_bench.add_argument(
+        "--files",
+        type=int,
+        default=synthetic.DEFAULT_FILES,
+        help="synthetic corpus: number of files (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--rows",
+        type=int,
+        default=synthetic.DEFAULT_ROWS,
+        help="synthetic corpus: rows per file (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--width",
+        type=int,
+        default=synthetic.DEFAULT_WIDTH,
+        help="synthetic corpus: float32 values per row (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--pool",
+        type=int,
+        default=64,
+        help="handles per process for the pooled strategies (default: 64)",
+    )
+    run_bench.add_argument(
+        "--samples",
+        type=int,
+        default=2000,
+        help="samples read by the slow strategies (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--fast-samples",
+        type=int,
+        default=40000,
+        help="samples read by the fast strategies (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="DataLoader workers for the end-to-end rows (default: 2)",
+    )
+    run_bench.add_argument(
+        "--fd-limit",
+        type=int,
+        default=1024,
+        help="run under this soft RLIMIT_NOFILE, the common cluster limit; "
+        "0 keeps the process's own (default: %(default)s)",
+    )
+    run_bench.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=bench.STRATEGIES,
+        default=list(bench.STRATEGIES),
+        metavar="NAME",
+        help=f"subset to run, from: {', '.join(bench.STRATEGIES)}",
+    )
+    run_bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    run_bench.add_argument(
+        "--plot", metavar="FILE.png", help="also draw a bar chart (needs h5pool[plot])"
+    )
+    run_bench.set_defaults(run=run_bench_command)
+
+    info = commands.add_parser(
+        "info",
+        help="describe a corpus: files, samples, datasets, bad files",
+        description="Scan the files and summarise their datasets: shape, dtype, chunking, "
+        "compression and whether h5pool's direct read path applies.",
+    )
+    info.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
+    info.add_argument("--key", help="count samples along axis 0 of this dataset")
+    info.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    info.set_defaults(run=run_info_command)
+
+    index = commands.add_parser(
+        "index",
+        help="build and save the global index for fast start-up",
+        description="Scan every file once and save the index; "
+        "PooledH5Dataset(..., index_cache=INDEX) then starts without opening the files, "
+        "rescanning only files whose size or mtime changed.",
+    )
+    index.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
+    index.add_argument("--out", required=True, metavar="INDEX", help="where to save the index")
+    index.add_argument("--key", nargs="+", default=["data"], help="dataset(s) of the rows layout")
+    index.add_argument("--layout", choices=["rows", "members"], default="rows")
+    index.add_argument("--group", default="/", help="group of the members layout")
+    index.set_defaults(run=run_index_command)
+    return parser
+
+
+def write(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+# -- bench ----------------------------------------------------------------------------------
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    if args.plot:
+        _require_matplotlib()
+    with contextlib.ExitStack() as stack:
+        if args.paths:
+            files = expand_files(args.paths)
+            corpus_text = f"{len(files):,} files given, key {args.key!r}"
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="h5pool-bench-"))
+            files = synthetic.make_corpus(
+                folder, args.files, args.rows, args.width, key=args.key, progress=True
+            )
+            corpus_text = (
+                f"synthetic: {args.files:,} files x {args.rows} rows x {args.width} float32 "
+                f"({args.width * 4:,} B/row)"
+            )
+        limit = stack.enter_context(bench.lowered_fd_limit(args.fd_limit or None))
+        bar = stack.enter_context(
+            tqdm(total=len(args.strategies), desc="benchmarking", unit="strategy")
+        )
+
+        started: list[str] = []
+
+        def progress(name: str) -> None:
+            if started:
+                bar.update(1)
+            started.append(name)
+            bar.set_postfix_str(name)
+
+        config = bench.BenchConfig(
+            files=files,
+            key=args.key,
+            pool_size=args.pool,
+            slow_samples=args.samples,
+            fast_samples=args.fast_samples,
+            loader_workers=args.workers,
+            strategies=args.strategies,
+            progress=progress,
+        )
+        results = bench.run(config)
+        bar.update(1)
+    report = bench_report(results, corpus_text, limit)
+    write(format_table(report))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(report, out, indent=2)
+    if args.plot:
+        draw_plot(report, args.plot)
+    return 0
+
+
+def machine_text() -> str:
+    return (
+        f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
+        f"h5py {h5py.version.version}, HDF5 {h5py.version.hdf5_version}"
+    )
+
+
+def bench_report(results: list[bench.Result], corpus_text: str, limit: int) -> dict[str, Any]:
+    table = bench.ratios(results)
+    rows = []
+    for result in results:
+        row = result.as_dict()
+        row.update(table[result.strategy])
+        rows.append(row)
+    return {"corpus": corpus_text, "fd_limit": limit, "machine": machine_text(), "results": rows}
+
+
+def _number(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    header = [
+        "strategy",
+        "µs/sample",
+        "samples/s",
+        "vs open-per-sample",
+        "vs raw read",
+        "peak open",
+        "note",
+    ]
+    lines = [
+        [
+            row["strategy"],
+            _number(row["us_per_sample"], ",.1f"),
+            _number(row["samples_per_s"], ",.0f"),
+            _number(row["speedup_vs_open_per_sample"], ".1f", "x faster"),
+            _number(row["cost_vs_raw_pread"], ".1f", "x cost"),
+            _number(row["peak_open"], ",d"),
+            row["note"],
+        ]
+        for row in report["results"]
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    aligned = [
+        "  ".join(
+            str(cell).ljust(widths[i]) if i in (0, 6) else str(cell).rjust(widths[i])
+            for i, cell in enumerate(line)
+        ).rstrip()
+        for line in [header, *lines]
+    ]
+    aligned.insert(1, "  ".join("-" * w for w in widths))
+    intro = [
+        f"corpus: {report['corpus']}",
+        f"fd limit (soft RLIMIT_NOFILE): {report['fd_limit']}",
+        f"machine: {report['machine']}",
+        "",
+    ]
+    return "\n".join(intro + aligned)
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError('--plot needs matplotlib: pip install "h5pool[plot]"') from exc
+
+
+def draw_plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["samples_per_s"]]
+    names = [r["strategy"] for r in rows]
+    rates = [r["samples_per_s"] for r in rows]
+    colours = [
+        "#c44e52"
+        if n in ("open-per-sample", "open-all")
+        else "#8c8c8c"
+        if n in ("raw-pread", "loader-memory")
+        else "#4c72b0"
+        for n in names
+    ]
+    figure, axes = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    axes.barh(names, rates, color=colours)
+    axes.set_xscale("log")
+    axes.invert_yaxis()
+    axes.set_xlabel("samples per second (log scale)")
+    axes.set_title(f"h5pool bench: {report['corpus']}", fontsize=9)
+    for y, rate in enumerate(rates):
+        axes.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)
+    failed = [r for r in report["results"] if not r["samples_per_s"]]
+    if failed:
+        axes.text(
+            0.99,
+            0.01,
+            "; ".join(f"{r['strategy']}: {r['note']}" for r in failed),
+            transform=axes.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="#c44e52",
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# -- info -------------------------------------------------------------------------------------
+
+
+def run_info_command(args: argparse.Namespace) -> int:
+    files = expand_files(args.paths)
+    summary = describe_corpus(files, args.key)
+    write(format_info(summary))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(summary, out, indent=2)
+    return EXIT_DATA if summary["bad_files"] and not summary["good_files"] else 0
+
+
+def describe_corpus(files: list[str], key: str | None) -> dict[str, Any]:
+    """Datasets seen across the corpus; the first file that has each describes it."""
+    pool = HandlePool(max_open=8)
+    datasets: dict[str, dict[str, Any]] = {}
+    bad: list[dict[str, str]] = []
+    samples = 0
+    total_bytes = 0
+    for path in tqdm(files, desc="scanning", unit="file", leave=False):
+        try:
+            total_bytes += os.path.getsize(path)
+            entry = pool.acquire(path)
+            try:
+                for name, node in _datasets_of(entry.file):
+                    seen = datasets.get(name)
+                    if seen is None:
+                        datasets[name] = describe_dataset(node)
+                    else:
+                        seen["files"] += 1
+                if key is not None:
+                    samples += int(entry.dataset(key).shape[0])
+            finally:
+                pool.release(entry)
+        except (CorpusError, OSError) as exc:
+            bad.append({"path": path, "error": str(exc)})
+    pool.close()
+    if key is not None and key not in datasets:
+        raise CorpusError(f"no file of the corpus has a dataset {key!r}")
+    return {
+        "files": len(files),
+        "good_files": len(files) - len(bad),
+        "bytes": total_bytes,
+        "key": key,
+        "samples": samples if key is not None else None,
+        "datasets": datasets,
+        "bad_files": bad,
+    }
+
+
+def _datasets_of(file: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    found: list[tuple[str, h5py.Dataset]] = []
+
+    def visit(name: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset):
+            found.append((name, node))
+
+    file.visititems(visit)
+    return found
+
+
+def describe_dataset(dataset: h5py.Dataset) -> dict[str, Any]:
+    return {
+        "files": 1,
+        "shape": list(dataset.shape) if dataset.shape is not None else None,
+        "dtype": str(dataset.dtype),
+        "chunks": list(dataset.chunks) if dataset.chunks else None,
+        "compression": dataset.compression,
+        "direct_read": direct_offset(dataset) is not None,
+    }
+
+
+def format_info(summary: dict[str, Any]) -> str:
+    lines = [
+        f"files: {summary['files']:,} ({summary['good_files']:,} readable), "
+        f"{summary['bytes'] / 2**20:,.1f} MiB",
+    ]
+    if summary["key"] is not None:
+        lines.append(f"samples along axis 0 of {summary['key']!r}: {summary['samples']:,}")
+    lines.append("datasets (shape and layout as in the first file that has them):")
+    for name, info in sorted(summary["datasets"].items()):
+        layout = f"chunks {tuple(info['chunks'])}" if info["chunks"] else "contiguous"
+        if info["compression"]:
+            layout += f", {info['compression']}"
+        path = "direct pread" if info["direct_read"] else "through HDF5"
+        shape = tuple(info["shape"]) if info["shape"] is not None else "null"
+        lines.append(
+            f"  {name}: shape {shape} {info['dtype']}, {layout}; read {path}; "
+            f"in {info['files']:,} files"
+        )
+    if summary["bad_files"]:
+        lines.append(f"bad files: {len(summary['bad_files'])}")
+        lines.extend(f"  {bad['error']}" for bad in summary["bad_files"])
+    else:
+        lines.append("bad files: none")
+    return "\n".join(lines)
+
+
+# -- index --------------------------------------------------------------------------------------
+
+
+def run_index_command(args: argparse.Namespace) -> int:
+    existed = os.path.exists(args.out)
+    dataset = PooledH5Dataset(
+        args.paths,
+        args.key,
+        layout=args.layout,
+        group=args.group,
+        index_cache=args.out,
+        progress=True,
+    )
+    index = dataset.index
+    write(
+        f"{'updated' if existed else 'wrote'} {args.out}: {len(index.files):,} files, "
+        f"{len(index):,} samples, {int(np.sum(index.sizes)) / 2**20:,.1f} MiB indexed"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
