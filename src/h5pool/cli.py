@@ -360,6 +360,7 @@ def describe_corpus(files: list[str], key: str | None) -> dict[str, Any]:
                         datasets[name] = describe_dataset(node)
                     else:
                         seen["files"] += 1
+                        seen["direct_read_files"] += direct_offset(node) is not None
                 if key is not None:
                     samples += int(entry.dataset(key).shape[0])
             finally:
@@ -398,7 +399,7 @@ def describe_dataset(dataset: h5py.Dataset) -> dict[str, Any]:
         "dtype": str(dataset.dtype),
         "chunks": list(dataset.chunks) if dataset.chunks else None,
         "compression": dataset.compression,
-        "direct_read": direct_offset(dataset) is not None,
+        "direct_read_files": int(direct_offset(dataset) is not None),
     }
 
 
@@ -409,12 +410,19 @@ def format_info(summary: dict[str, Any]) -> str:
     ]
     if summary["key"] is not None:
         lines.append(f"samples along axis 0 of {summary['key']!r}: {summary['samples']:,}")
-    lines.append("datasets (shape and layout as in the first file that has them):")
+    lines.append("datasets (shape and layout of the first file that has them):")
     for name, info in sorted(summary["datasets"].items()):
         layout = f"chunks {tuple(info['chunks'])}" if info["chunks"] else "contiguous"
         if info["compression"]:
             layout += f", {info['compression']}"
-        path = "direct pread" if info["direct_read"] else "through HDF5"
+        direct, files = info["direct_read_files"], info["files"]
+        path = (
+            "direct pread"
+            if direct == files
+            else "through HDF5"
+            if not direct
+            else f"direct pread in {direct:,} of {files:,} files"
+        )
         shape = tuple(info["shape"]) if info["shape"] is not None else "null"
         lines.append(
             f"  {name}: shape {shape} {info['dtype']}, {layout}; read {path}; "

@@ -1,0 +1,167 @@
+"""The h5pool command line, run as a real console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corpus_tools import make_corpus
+from h5pool import PooledH5Dataset
+
+SRC_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "src")
+
+
+def h5pool(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=SRC_DIR)
+    return subprocess.run(
+        [sys.executable, "-m", "h5pool", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["bench"], ["info"], ["index"]])
+def test_help(command: list[str]) -> None:
+    result = h5pool(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: h5pool" in result.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = shutil.which("h5pool")
+    if script is None:
+        pytest.skip("h5pool is not installed as a console script in this environment")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("h5pool ")
+
+
+def test_bench_on_a_small_synthetic_corpus(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = h5pool(
+        "bench",
+        "--files",
+        "40",
+        "--rows",
+        "8",
+        "--width",
+        "16",
+        "--pool",
+        "8",
+        "--samples",
+        "100",
+        "--fast-samples",
+        "256",
+        "--fd-limit",
+        "30",
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    for name in (
+        "open-per-sample",
+        "open-all",
+        "pooled-block",
+        "pooled-batched",
+        "raw-pread",
+        "loader-pooled",
+        "loader-memory",
+    ):
+        assert name in result.stdout
+    assert "EMFILE at file" in result.stdout  # open-all under a 30-descriptor limit
+    report = json.loads(out.read_text())
+    rows = {row["strategy"]: row for row in report["results"]}
+    assert rows["open-all"]["seconds"] is None
+    assert rows["pooled-block"]["peak_open"] <= 8
+    assert rows["pooled-batched"]["samples"] == 256
+    assert rows["open-per-sample"]["speedup_vs_open_per_sample"] == pytest.approx(1.0)
+    assert report["fd_limit"] == 30
+
+
+def test_bench_on_user_files_with_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    make_corpus(tmp_path / "mine", files=6, rows=10, width=4)
+    plot = tmp_path / "chart.png"
+    result = h5pool(
+        "bench",
+        str(tmp_path / "mine"),
+        "--key",
+        "data",
+        "--samples",
+        "30",
+        "--fast-samples",
+        "60",
+        "--strategies",
+        "open-per-sample",
+        "open-all",
+        "pooled-block",
+        "--plot",
+        str(plot),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "6 files given" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
+    make_corpus(tmp_path / "mine", files=2, rows=3)
+    result = h5pool("bench", str(tmp_path / "mine"), "--key", "pixels")
+    assert result.returncode == 3
+    assert "'pixels'" in result.stderr and "shard_00000.h5" in result.stderr
+
+
+def test_bad_paths_exit_codes(tmp_path: Path) -> None:
+    missing = h5pool("info", str(tmp_path / "nothing.h5"))
+    assert missing.returncode == 3 and "nothing.h5" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = h5pool("index", str(tmp_path / "empty"), "--out", str(tmp_path / "i.npz"))
+    assert empty.returncode == 3 and "no HDF5 files" in empty.stderr
+    usage = h5pool("bench", "--strategies", "teleport")
+    assert usage.returncode == 2
+
+
+def test_info_reports_datasets_and_bad_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "c"
+    make_corpus(corpus, files=3, rows=5, width=2)
+    make_corpus(corpus / "gz", files=1, rows=5, width=2, chunks=(2, 2), compression="gzip")
+    (corpus / "broken.h5").write_bytes(b"not hdf5")
+    out = tmp_path / "info.json"
+    result = h5pool("info", str(corpus), "--key", "data", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["files"] == 5 and summary["good_files"] == 4
+    assert summary["samples"] == 20
+    assert summary["datasets"]["data"]["direct_read_files"] == 3  # not the gzip one
+    assert summary["datasets"]["data"]["files"] == 4
+    assert [b["path"] for b in summary["bad_files"]] == [str(corpus / "broken.h5")]
+    assert "not an HDF5 file" in result.stdout
+    assert "direct pread in 3 of 4 files" in result.stdout
+
+
+def test_index_then_dataset_uses_cache(tmp_path: Path) -> None:
+    corpus = tmp_path / "c"
+    paths = make_corpus(corpus, files=10, rows=4, width=2)
+    index = tmp_path / "corpus.idx.npz"
+    result = h5pool("index", str(corpus), "--out", str(index), "--key", "data", "label")
+    assert result.returncode == 0, result.stderr
+    assert "10 files, 40 samples" in result.stdout
+    ds = PooledH5Dataset(corpus, ["data", "label"], index_cache=index)
+    assert ds.pool.stats().misses == 0  # nothing was opened: all came from the cache
+    assert int(ds[39]["label"]) == 9003
+    # Rewrite one file with more rows: only it is rescanned, and the CLI says so.
+    time.sleep(0.01)
+    make_corpus(tmp_path / "new", files=1, rows=6, width=2)
+    shutil.copy(tmp_path / "new" / "shard_00000.h5", paths[3])
+    again = h5pool("index", str(corpus), "--out", str(index), "--key", "data", "label")
+    assert again.returncode == 0, again.stderr
+    assert "changed since it was indexed" in again.stderr
+    assert "rescanned 1" in again.stderr
+    assert "42 samples" in again.stdout
