@@ -232,10 +232,12 @@ class PooledH5Dataset(Dataset[Any]):
         order = np.lexsort((rows, file_numbers))
         bounds = [0, *(np.flatnonzero(np.diff(file_numbers[order])) + 1).tolist(), count]
         sorted_rows = rows[order].tolist()
+        sorted_files = file_numbers[order].tolist()
         positions = order.tolist()
         outputs: dict[str, npt.NDArray[Any]] = {}
+        output_bytes: dict[str, memoryview] = {}
         for begin, end in itertools.pairwise(bounds):
-            file_number = int(file_numbers[order[begin]])
+            file_number = sorted_files[begin]
             try:
                 entry = self._acquire(file_number)
                 try:
@@ -243,10 +245,17 @@ class PooledH5Dataset(Dataset[Any]):
                         out = outputs.get(reader.key)
                         if out is None:
                             out = outputs[reader.key] = reader.empty_rows(count)
+                            if reader.direct and out.nbytes:
+                                output_bytes[reader.key] = out.data.cast("B")
                         elif out.shape[1:] != reader.row_shape or out.dtype != reader.dtype:
                             # Files disagree on shape or dtype: no shared array.
                             return [self[i] for i in np.asarray(indices).reshape(-1).tolist()]
-                        reader.read_rows_into(sorted_rows[begin:end], positions[begin:end], out)
+                        reader.read_rows_into(
+                            sorted_rows[begin:end],
+                            positions[begin:end],
+                            out,
+                            output_bytes.get(reader.key),
+                        )
                 finally:
                     self.pool.release(entry)
             except CorpusError as exc:

@@ -159,21 +159,32 @@ class PooledFile:
             logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
 
 
-class _ClosingLRU(cachetools.LRUCache[str, PooledFile]):
-    """The idle (unpinned) handles, least recently used first.
+class _HandleLRU(cachetools.LRUCache[str, PooledFile]):
+    """Every open handle, in least-recently-used order; eviction skips pinned ones.
 
-    ``popitem`` is cachetools' one extension point for eviction; closing the
-    evicted handle there means nothing else can forget to.
+    ``popitem`` is cachetools' one extension point for eviction.  Here it pops
+    the least recently used *unpinned* handle and closes it, so nothing else can
+    forget to; pinned handles it passes over are put back as most recently used
+    (they are in use right now).  ``maxsize`` is unbounded: the pool decides when
+    to evict, because a pinned handle may keep it above ``max_open`` for a while.
     """
 
-    def __init__(self, maxsize: int, on_evict: Any) -> None:
-        super().__init__(maxsize)
+    def __init__(self, on_evict: Any) -> None:
+        super().__init__(maxsize=float("inf"))
         self._on_evict = on_evict
 
     def popitem(self) -> tuple[str, PooledFile]:
-        key, entry = super().popitem()
-        self._on_evict(entry)
-        return key, entry
+        passed_over: list[tuple[str, PooledFile]] = []
+        try:
+            while True:
+                key, entry = super().popitem()  # KeyError once nothing is left
+                if entry.pins == 0:
+                    self._on_evict(entry)
+                    return key, entry
+                passed_over.append((key, entry))
+        finally:
+            for key, entry in passed_over:
+                self[key] = entry
 
 
 _live_pools: weakref.WeakSet[HandlePool] = weakref.WeakSet()
@@ -227,8 +238,7 @@ class HandlePool:
     def _setup_process_state(self, *, fork_resets: int) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._idle = _ClosingLRU(self.max_open, self._close_evicted)
-        self._in_use: dict[str, PooledFile] = {}
+        self._handles = _HandleLRU(self._close_evicted)
         self._normalised: dict[str, str] = {}
         self._hits = self._misses = self._evictions = 0
         self._emfile_retries = self._overflows = self._peak = 0
@@ -243,7 +253,7 @@ class HandlePool:
         """
         if self._pid == os.getpid():
             return
-        inherited = list(self._in_use.values()) + list(self._idle.values())
+        inherited = list(self._handles.values())
         self._setup_process_state(fork_resets=self._fork_resets + 1)
         for entry in inherited:
             entry.close()
@@ -264,7 +274,7 @@ class HandlePool:
     # -- public API -----------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._idle) + len(self._in_use)
+        return len(self._handles)
 
     def __enter__(self) -> HandlePool:
         return self
@@ -285,24 +295,20 @@ class HandlePool:
         """Pin and return the pool's handle for ``path``; pair with :meth:`release`.
 
         The explicit pair is the hot path of the datasets: it avoids the cost of
-        a generator-based context manager on every sample.
+        a generator-based context manager on every sample.  A hit is one LRU
+        lookup and a counter; nothing moves between containers.
         """
         key = self._normalise(path)
         if self._pid != os.getpid():
             self._forget_inherited_handles()
         with self._lock:
-            entry = self._in_use.get(key)
+            entry = self._handles.get(key)
             if entry is None:
-                entry = self._idle.pop(key, None)
-                if entry is None:
-                    self._misses += 1
-                    entry = self._open_new(key)
-                else:
-                    self._hits += 1
-                self._in_use[key] = entry
-                open_now = len(self._idle) + len(self._in_use)
-                if open_now > self._peak:
-                    self._peak = open_now
+                self._misses += 1
+                entry = self._open_new(key)
+                self._handles[key] = entry
+                if len(self._handles) > self._peak:
+                    self._peak = len(self._handles)
             else:
                 self._hits += 1
             entry.pins += 1
@@ -310,18 +316,14 @@ class HandlePool:
 
     def release(self, entry: PooledFile) -> None:
         with self._lock:
-            if self._in_use.get(entry.path) is not entry:
-                return  # inherited across fork and already closed
             entry.pins -= 1
-            if entry.pins > 0:
-                return
-            del self._in_use[entry.path]
+            if entry.pins > 0 or self._handles.get(entry.path) is not entry:
+                return  # still pinned, or inherited across fork and already dropped
             if entry.doomed:
+                del self._handles[entry.path]
                 entry.close()
-                return
-            self._idle[entry.path] = entry
-            while len(self._idle) + len(self._in_use) > self.max_open and self._idle:
-                self._idle.popitem()
+            elif len(self._handles) > self.max_open:
+                self._evict_down_to(self.max_open)
 
     def close(self) -> None:
         """Close every idle handle now and every pinned one when it is released.
@@ -332,11 +334,12 @@ class HandlePool:
             self._forget_inherited_handles()
             return
         with self._lock:
-            entries = list(self._idle.values())
-            self._idle.clear()  # clear() does not go through popitem
-            for entry in self._in_use.values():
+            idle = [entry for entry in self._handles.values() if entry.pins == 0]
+            for entry in idle:
+                del self._handles[entry.path]
+            for entry in self._handles.values():
                 entry.doomed = True
-        for entry in entries:
+        for entry in idle:
             entry.close()
 
     def stats(self) -> PoolStats:
@@ -349,15 +352,15 @@ class HandlePool:
                 fork_resets=self._fork_resets,
                 emfile_retries=self._emfile_retries,
                 overflows=self._overflows,
-                open_files=len(self._idle) + len(self._in_use),
-                pinned_files=len(self._in_use),
+                open_files=len(self._handles),
+                pinned_files=sum(1 for entry in self._handles.values() if entry.pins),
                 peak_open_files=self._peak,
             )
 
     def open_paths(self) -> list[str]:
-        """The paths open now, least recently used idle first, then pinned ones."""
+        """The (normalised) paths open now."""
         with self._lock:
-            return list(self._idle.keys()) + list(self._in_use.keys())
+            return list(self._handles.keys())
 
     # -- internals --------------------------------------------------------------
 
@@ -375,14 +378,21 @@ class HandlePool:
         self._evictions += 1
         entry.close()
 
+    def _evict_down_to(self, size: int) -> bool:
+        """Evict idle handles until at most ``size`` are open; False if all are pinned."""
+        while len(self._handles) > size:
+            try:
+                self._handles.popitem()
+            except KeyError:
+                return False
+        return True
+
     def _open_new(self, path: str) -> PooledFile:
-        while len(self._idle) + len(self._in_use) >= self.max_open and self._idle:
-            self._idle.popitem()
-        if len(self._idle) + len(self._in_use) >= self.max_open:
+        if not self._evict_down_to(self.max_open - 1):
             self._overflows += 1
             logger.warning(
                 "h5pool: all %d handles are pinned; opening %s beyond max_open",
-                len(self._in_use),
+                len(self._handles),
                 path,
             )
         while True:
@@ -392,10 +402,9 @@ class HandlePool:
             except OSError as exc:
                 if not _is_emfile(exc):
                     raise _open_error(path, exc) from exc
-                if not self._idle:
-                    raise _descriptor_limit_error(path, len(self._in_use)) from exc
+                if not self._evict_down_to(len(self._handles) - 1):
+                    raise _descriptor_limit_error(path, len(self._handles)) from exc
                 self._emfile_retries += 1
-                self._idle.popitem()
 
 
 def _is_emfile(exc: OSError) -> bool:

@@ -125,18 +125,26 @@ class RowReader:
         return np.empty((count, *self.row_shape), dtype=self.dtype)
 
     def read_rows_into(
-        self, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
+        self,
+        rows: Sequence[int],
+        positions: Sequence[int],
+        out: npt.NDArray[Any],
+        out_bytes: memoryview | None = None,
     ) -> None:
         """Read ``rows`` (sorted, repeats allowed) into ``out[positions]``.
 
         The direct path reads each run of consecutive rows with one ``preadv``
         whose buffers are the run's destination slots, so the bytes go from the
-        page cache straight to where the batch wants them.
+        page cache straight to where the batch wants them.  ``out_bytes`` is
+        ``out`` as a flat byte view; a caller filling ``out`` from many files
+        makes it once.
         """
         try:
             if self._fd is not None:
                 if self.row_bytes:
-                    self._scatter_runs_direct(rows, positions, out)
+                    if out_bytes is None:
+                        out_bytes = out.data.cast("B")
+                    self._scatter_runs_direct(rows, positions, out_bytes)
                 return
             unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
             out[np.asarray(positions, dtype=np.int64)] = self.read_rows(unique)[inverse]
@@ -148,17 +156,18 @@ class RowReader:
     # -- internals ------------------------------------------------------------------
 
     def _scatter_runs_direct(
-        self, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
+        self, rows: Sequence[int], positions: Sequence[int], out_bytes: memoryview
     ) -> None:
         fd, base, row_bytes = self._fd, self._offset, self.row_bytes
         assert fd is not None
-        slots = out.reshape(len(out), -1)
         first, count = 0, len(rows)
         while first < count:
             last = first + 1
             while last < count and rows[last] == rows[last - 1] + 1:
                 last += 1
-            buffers = [slots[p].data for p in positions[first:last]]
+            buffers = [
+                out_bytes[p * row_bytes : (p + 1) * row_bytes] for p in positions[first:last]
+            ]
             wanted = row_bytes * (last - first)
             got = os.preadv(fd, buffers, base + rows[first] * row_bytes)
             if got != wanted:
