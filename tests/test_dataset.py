@@ -169,3 +169,15 @@ def test_bad_arguments(small_corpus: list[str]) -> None:
         PooledH5Dataset(small_corpus, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         PooledH5Dataset(small_corpus, keys=[])
+
+
+def test_links_resolve_to_one_file(small_corpus: list[str], tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a_link.h5").symlink_to(small_corpus[1])
+    (linked / "sub").symlink_to(os.path.dirname(small_corpus[0]), target_is_directory=True)
+    ds = PooledH5Dataset(linked, "label")
+    # The link and the linked folder reach the same five files: each is kept once.
+    assert sorted(ds.files) == sorted(os.path.realpath(p) for p in small_corpus)
+    assert ds.files[0] == os.path.realpath(small_corpus[1])  # a_link.h5 sorts first
+    assert len(ds) == 50

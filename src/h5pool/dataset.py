@@ -99,7 +99,7 @@ class PooledH5Dataset(Dataset[Any]):
         finally:
             # Leave nothing open in the constructing process: forking is safe now.
             self.pool.close()
-        if index_cache is not None:
+        if index_cache is not None and (cached is None or not cached.same_entries(self.index)):
             self.index.save(index_cache)
 
     # -- the Dataset protocol -------------------------------------------------------

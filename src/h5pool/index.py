@@ -89,6 +89,17 @@ class CorpusIndex:
     def member_name(self, file_number: int, local_index: int) -> str:
         return str(self.members[int(self.starts[file_number]) + local_index])
 
+    def same_entries(self, other: CorpusIndex) -> bool:
+        """True when ``other`` indexes the same files, unchanged, the same way."""
+        return (
+            self.files == other.files
+            and (self.layout, self.keys, self.group) == (other.layout, other.keys, other.group)
+            and np.array_equal(self.counts, other.counts)
+            and np.array_equal(self.sizes, other.sizes)
+            and np.array_equal(self.mtimes, other.mtimes)
+            and np.array_equal(self.members, other.members)
+        )
+
     # -- persistence -------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -40,11 +40,11 @@ def expand_files(files: FileSpec) -> list[str]:
     """
     specs: Iterable[PathLike]
     specs = [files] if isinstance(files, (str, os.PathLike)) else files
+    resolver = _RealPaths()
     resolved: list[str] = []
     seen: set[str] = set()
     for spec in specs:
-        for path in _expand_one(os.fspath(spec)):
-            real = os.path.realpath(path)
+        for real in _expand_one(os.fspath(spec), resolver):
             if real in seen:
                 logger.info("h5pool: %s is listed more than once; keeping the first", real)
                 continue
@@ -55,26 +55,75 @@ def expand_files(files: FileSpec) -> list[str]:
     return resolved
 
 
-def _expand_one(spec: str) -> list[str]:
+class _RealPaths:
+    """``realpath`` for many files in few folders: each folder is resolved once.
+
+    ``os.path.realpath`` checks every component of every path (four ``lstat``
+    calls for ``/data/corpus/shard.h5``); with the folder resolved once, a file
+    costs one ``lstat`` to see whether it is itself a link.  On 100,000 files
+    that is the difference between seconds and a fraction of one.
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def folder(self, folder: str) -> str:
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        return real
+
+    def __call__(self, path: str, *, is_link: bool | None = None) -> str:
+        folder, name = os.path.split(os.path.abspath(path))
+        joined = os.path.join(self.folder(folder), name)
+        if is_link is None:
+            is_link = os.path.islink(joined)
+        return os.path.realpath(joined) if is_link else joined
+
+
+def _walk_hdf5(root: str, resolver: _RealPaths) -> list[str]:
+    """Every HDF5 file under ``root``, ordered by where it sits in the tree.
+
+    Linked folders are followed (once each, so a link back up the tree cannot
+    loop); files are ordered by their path as seen from ``root``, not by
+    where their links point.
+    """
+    found: list[tuple[str, str]] = []
+    pending = [(root, resolver.folder(root))]
+    visited: set[str] = set()
+    while pending:
+        shown, real_folder = pending.pop()
+        if real_folder in visited:
+            continue
+        visited.add(real_folder)
+        with os.scandir(real_folder) as entries:
+            for entry in entries:
+                shown_path = os.path.join(shown, entry.name)
+                if entry.is_dir():
+                    target = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+                    pending.append((shown_path, target))
+                elif entry.name.lower().endswith(HDF5_SUFFIXES):
+                    real = resolver(entry.path, is_link=entry.is_symlink())
+                    found.append((shown_path, real))
+    found.sort(key=lambda pair: natural_key(pair[0]))
+    return [real for _, real in found]
+
+
+def _expand_one(spec: str, resolver: _RealPaths) -> list[str]:
     spec = os.path.expanduser(spec)
     if os.path.isdir(spec):
-        found = [
-            os.path.join(root, name)
-            for root, _dirs, names in os.walk(spec, followlinks=True)
-            for name in names
-            if name.lower().endswith(HDF5_SUFFIXES)
-        ]
+        found = _walk_hdf5(spec, resolver)
         if not found:
             raise NoFilesFoundError(
                 f"{spec}: directory contains no HDF5 files (*{', *'.join(HDF5_SUFFIXES)})",
                 path=spec,
             )
-        return sorted(found, key=natural_key)
+        return found
     if os.path.exists(spec):
-        return [spec]
+        return [resolver(spec)]
     if _GLOB_CHARS.search(spec):
         matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
         if not matches:
             raise NoFilesFoundError(f"{spec}: glob pattern matched no files", path=spec)
-        return sorted(matches, key=natural_key)
+        return [resolver(p) for p in sorted(matches, key=natural_key)]
     raise MissingFileError(f"{spec}: no such file or directory", path=spec)
