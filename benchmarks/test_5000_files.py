@@ -1,4 +1,4 @@
-"""An epoch over 5,000 files with a pool of 64 and BlockShuffleSampler."""
+"""An epoch over 5,000 files of the default shape (64 rows x 4 KiB), pool of 64, block order."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from h5pool import BlockShuffleSampler, PooledH5Dataset, synthetic
 
-FILES, ROWS, WIDTH = 5000, 16, 256
+FILES, ROWS, WIDTH = 5000, synthetic.DEFAULT_ROWS, synthetic.DEFAULT_WIDTH
 
 
 @pytest.fixture(scope="module")
