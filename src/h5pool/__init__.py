@@ -2,6 +2,7 @@
 
 from h5pool.dataset import PooledH5Dataset
 from h5pool.errors import (
+    AccessDeniedError,
     CorpusError,
     DescriptorLimitError,
     FileChangedError,
@@ -10,6 +11,7 @@ from h5pool.errors import (
     MissingKeyError,
     NoFilesFoundError,
     ReadError,
+    SourceUnavailableError,
     UnreadableFileError,
 )
 from h5pool.index import CorpusIndex
@@ -19,6 +21,7 @@ from h5pool.sampler import BlockShuffleSampler
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "BlockShuffleSampler",
     "CorpusError",
     "CorpusIndex",
@@ -33,6 +36,7 @@ __all__ = [
     "PooledFile",
     "PooledH5Dataset",
     "ReadError",
+    "SourceUnavailableError",
     "UnreadableFileError",
     "__version__",
     "default_max_open",

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from h5pool.errors import CorpusError, FileChangedError, MissingFileError
-from h5pool.index import CorpusIndex, Layout, build_index, file_stamp
+from h5pool.index import CorpusIndex, Layout, build_index
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.readers import RowReader, decode_attrs, read_member
 from h5pool.sources import FileSpec, expand_files
@@ -63,6 +63,7 @@ class PooledH5Dataset(Dataset[Any]):
         pool: HandlePool | None = None,
         max_open: int | None = None,
         file_kwargs: dict[str, Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
         transform: Transform | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         index_cache: str | os.PathLike[str] | None = None,
@@ -72,18 +73,22 @@ class PooledH5Dataset(Dataset[Any]):
             raise ValueError(f"layout must be 'rows' or 'members', not {layout!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        if pool is not None and (max_open is not None or file_kwargs is not None):
-            raise ValueError("pass either pool or max_open/file_kwargs, not both")
+        if pool is not None and (
+            max_open is not None or file_kwargs is not None or storage_options is not None
+        ):
+            raise ValueError("pass either pool or max_open/file_kwargs/storage_options, not both")
         self.keys: tuple[str, ...] = (keys,) if isinstance(keys, str) else tuple(keys)
         if layout == "rows" and not self.keys:
             raise ValueError("the 'rows' layout needs at least one key")
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
-        self.pool = pool if pool is not None else HandlePool(max_open, file_kwargs=file_kwargs)
+        if pool is None:
+            pool = HandlePool(max_open, file_kwargs=file_kwargs, storage_options=storage_options)
+        self.pool = pool
         self._memo_key = ("h5pool.dataset", uuid.uuid4().hex)
 
-        paths = expand_files(files)
+        paths = expand_files(files, self.pool.filesystems)
         cached = _load_index_cache(index_cache)
         try:
             self.index, self.skipped = build_index(
@@ -179,9 +184,7 @@ class PooledH5Dataset(Dataset[Any]):
         Checked once per opened handle, never per sample.
         """
         expected = (int(self.index.sizes[file_number]), int(self.index.mtimes[file_number]))
-        fd = entry.raw_fd()
-        info = os.fstat(fd) if fd is not None else None
-        found = (info.st_size, info.st_mtime_ns) if info else file_stamp(entry.path)
+        found = entry.stamp()
         if found != expected:
             raise FileChangedError(
                 f"{entry.path}: file changed since it was indexed "

@@ -49,6 +49,14 @@ class FileChangedError(CorpusError):
     """The file no longer matches the index built from it (replaced or rewritten)."""
 
 
+class AccessDeniedError(CorpusError, PermissionError):
+    """The storage refused to serve the file (credentials, policy)."""
+
+
+class SourceUnavailableError(CorpusError, ConnectionError):
+    """The storage holding the file could not be reached (after bounded retries)."""
+
+
 class ReadError(CorpusError, OSError):
     """Reading a sample failed after the file had been opened."""
 

@@ -149,11 +149,6 @@ class FileEntry:
     members: tuple[str, ...] = ()
 
 
-def file_stamp(path: str) -> tuple[int, int]:
-    info = os.stat(path)
-    return info.st_size, info.st_mtime_ns
-
-
 def member_names(entry: PooledFile, group: str) -> list[str]:
     """The datasets directly under ``group``, in natural sort order."""
     try:
@@ -190,7 +185,7 @@ def count_rows(entry: PooledFile, keys: Sequence[str]) -> int:
 def scan_file(
     pool: HandlePool, path: str, layout: Layout, keys: Sequence[str], group: str
 ) -> FileEntry:
-    size, mtime = file_stamp(path)
+    size, mtime = pool.stamp(path)
     entry = pool.acquire(path)
     try:
         if layout == "rows":
@@ -217,7 +212,7 @@ def build_index(
     ``reuse`` is an earlier index (e.g. loaded from a cache file): a file whose
     size and mtime are unchanged is taken from it without being opened.
     """
-    reusable = _reusable_entries(reuse, layout, keys, group)
+    reusable = _reusable_entries(reuse, layout, keys, group, pool)
     kept: list[str] = []
     entries: list[FileEntry] = []
     skipped: list[tuple[str, str]] = []
@@ -254,7 +249,7 @@ def build_index(
 
 
 def _reusable_entries(
-    reuse: CorpusIndex | None, layout: Layout, keys: Sequence[str], group: str
+    reuse: CorpusIndex | None, layout: Layout, keys: Sequence[str], group: str, pool: HandlePool
 ) -> Callable[[str], FileEntry | None]:
     """A lookup of the unchanged files of an earlier index built the same way."""
     if reuse is None or (reuse.layout, reuse.keys, reuse.group) != (layout, tuple(keys), group):
@@ -266,8 +261,8 @@ def _reusable_entries(
         if number is None:
             return None
         try:
-            stamp = file_stamp(path)
-        except OSError:
+            stamp = pool.stamp(path)
+        except (OSError, CorpusError):
             return None
         if stamp != (int(reuse.sizes[number]), int(reuse.mtimes[number])):
             logger.info("h5pool: index cache: %s changed since it was indexed", path)

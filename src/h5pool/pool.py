@@ -39,6 +39,14 @@ from h5pool.errors import (
     MissingKeyError,
     UnreadableFileError,
 )
+from h5pool.remote import (
+    Filesystems,
+    is_url,
+    open_remote,
+    remote_error,
+    remote_stamp,
+    stamp_of_details,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +107,20 @@ class PooledFile:
     state (readers, offsets) under the same lifetime.
     """
 
-    __slots__ = ("_datasets", "_raw_fd", "doomed", "file", "memo", "path", "pins")
+    __slots__ = ("_datasets", "_raw_fd", "doomed", "file", "fileobj", "memo", "path", "pins")
 
-    def __init__(self, path: str, file: h5py.File, *, plain_descriptor: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        file: h5py.File,
+        *,
+        plain_descriptor: bool = True,
+        fileobj: Any = None,
+    ) -> None:
         self.path = path
         self.file = file
+        #: For remote files, the fsspec file object HDF5 reads through; closed with the handle.
+        self.fileobj = fileobj
         self.pins = 0
         self.doomed = False
         self.memo: dict[Any, Any] = {}
@@ -157,6 +174,19 @@ class PooledFile:
             self.file.close()
         except Exception:  # closing must never mask the error that led here
             logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
+        if self.fileobj is not None:
+            try:
+                self.fileobj.close()
+            except Exception:
+                logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
+
+    def stamp(self) -> tuple[int, int]:
+        """(size, mtime in ns) of the file this handle reads, without a new request."""
+        if self.fileobj is not None:
+            return stamp_of_details(getattr(self.fileobj, "details", {}))
+        fd = self.raw_fd()
+        info = os.fstat(fd) if fd is not None else os.stat(self.path)
+        return info.st_size, info.st_mtime_ns
 
 
 class _HandleLRU(cachetools.LRUCache[str, PooledFile]):
@@ -221,6 +251,8 @@ class HandlePool:
         max_open: int | None = None,
         *,
         file_kwargs: Mapping[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        open_options: Mapping[str, Any] | None = None,
     ) -> None:
         if max_open is not None and max_open < 1:
             raise ValueError(f"max_open must be at least 1, got {max_open}")
@@ -230,6 +262,10 @@ class HandlePool:
         self.file_kwargs.update(file_kwargs or {})
         self.file_kwargs.pop("mode", None)
         self._plain_descriptor = self.file_kwargs.get("driver") in (None, "sec2")
+        #: fsspec options for URLs (credentials, endpoint); see h5pool.remote.
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        #: Options of fsspec's ``open`` for URLs (cache type, block size).
+        self.open_options: dict[str, Any] = dict(open_options or {})
         self._setup_process_state(fork_resets=0)
         _live_pools.add(self)
 
@@ -239,6 +275,8 @@ class HandlePool:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._handles = _HandleLRU(self._close_evicted)
+        # Never the parent's instances: fsspec's async filesystems are not fork-safe.
+        self.filesystems = Filesystems(self.storage_options)
         self._normalised: dict[str, str] = {}
         self._hits = self._misses = self._evictions = 0
         self._emfile_retries = self._overflows = self._peak = 0
@@ -263,10 +301,20 @@ class HandlePool:
     # -- pickling: configuration only -----------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"max_open": self._requested_max_open, "file_kwargs": self.file_kwargs}
+        return {
+            "max_open": self._requested_max_open,
+            "file_kwargs": self.file_kwargs,
+            "storage_options": self.storage_options,
+            "open_options": self.open_options,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_open"], file_kwargs=state["file_kwargs"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["max_open"],
+            file_kwargs=state["file_kwargs"],
+            storage_options=state.get("storage_options"),
+            open_options=state.get("open_options"),
+        )
 
     def __repr__(self) -> str:
         return f"HandlePool(max_open={self.max_open}, open={len(self)})"
@@ -364,13 +412,20 @@ class HandlePool:
 
     # -- internals --------------------------------------------------------------
 
+    def stamp(self, path: str) -> tuple[int, int]:
+        """(size, mtime in ns) of a local path or a URL, as the index records them."""
+        if is_url(path):
+            return remote_stamp(path, self.filesystems)
+        info = os.stat(path)
+        return info.st_size, info.st_mtime_ns
+
     def _normalise(self, path: str | os.PathLike[str]) -> str:
-        """``realpath``, memoised: it costs several µs of syscalls per call."""
+        """``realpath`` (URLs as they are), memoised: it costs several µs of syscalls."""
         raw = os.fspath(path)
         try:
             return self._normalised[raw]
         except KeyError:
-            resolved = os.path.realpath(raw)
+            resolved = raw if is_url(raw) else os.path.realpath(raw)
             self._normalised[raw] = resolved
             return resolved
 
@@ -395,6 +450,8 @@ class HandlePool:
                 len(self._handles),
                 path,
             )
+        if is_url(path):
+            return self._open_remote(path)
         while True:
             try:
                 handle = h5py.File(path, "r", **self.file_kwargs)
@@ -405,6 +462,17 @@ class HandlePool:
                 if not self._evict_down_to(len(self._handles) - 1):
                     raise _descriptor_limit_error(path, len(self._handles)) from exc
                 self._emfile_retries += 1
+
+    def _open_remote(self, url: str) -> PooledFile:
+        """Open the fsspec file object, then HDF5 through it; both or neither stay open."""
+        fileobj = open_remote(url, self.filesystems, self.open_options)
+        kwargs = {k: v for k, v in self.file_kwargs.items() if k != "driver"}
+        try:
+            handle = h5py.File(fileobj, "r", **kwargs)
+        except Exception as exc:
+            fileobj.close()
+            raise remote_error(url, exc) from exc
+        return PooledFile(url, handle, plain_descriptor=False, fileobj=fileobj)
 
 
 def _is_emfile(exc: OSError) -> bool:

@@ -14,13 +14,13 @@ import re
 from collections.abc import Iterable, Sequence
 
 from h5pool.errors import MissingFileError, NoFilesFoundError
+from h5pool.remote import HDF5_SUFFIXES, Filesystems, expand_url, is_url
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 FileSpec = PathLike | Sequence[PathLike]
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"(\d+)")
 
@@ -32,8 +32,11 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def expand_files(files: FileSpec) -> list[str]:
+def expand_files(files: FileSpec, filesystems: Filesystems | None = None) -> list[str]:
     """Resolve paths, directories and glob patterns to absolute real paths.
+
+    URLs (``s3://bucket/prefix/``, globs of them, ...) are listed through
+    fsspec with ``filesystems`` and kept as URLs.
 
     Duplicates (the same file reached twice) are kept once, at their first
     position, so that every sample is served exactly once per epoch.
@@ -44,7 +47,12 @@ def expand_files(files: FileSpec) -> list[str]:
     resolved: list[str] = []
     seen: set[str] = set()
     for spec in specs:
-        for real in _expand_one(os.fspath(spec), resolver):
+        text = os.fspath(spec)
+        if is_url(text):
+            expanded = expand_url(text, filesystems or Filesystems(None))
+        else:
+            expanded = _expand_one(text, resolver)
+        for real in expanded:
             if real in seen:
                 logger.info("h5pool: %s is listed more than once; keeping the first", real)
                 continue

@@ -1,0 +1,221 @@
+"""Corpora on S3, tested against a real S3-compatible server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from corpus_tools import encoded
+from h5pool import (
+    CorpusError,
+    HandlePool,
+    MissingFileError,
+    NoFilesFoundError,
+    PooledH5Dataset,
+    ReadError,
+    SourceUnavailableError,
+    UnreadableFileError,
+)
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'h5pool[s3]')")
+
+TESTS_DIR = os.path.dirname(__file__)
+SRC_DIR = os.path.join(os.path.dirname(TESTS_DIR), "src")
+FILES, ROWS = 200, 6
+
+
+def file_bytes(number: int, rows: int = ROWS) -> bytes:
+    buffer = io.BytesIO()
+    values = np.array([encoded(number, r) for r in range(rows)], dtype=np.int64)
+    with h5py.File(buffer, "w") as f:
+        f["data"] = np.repeat(values[:, None], 4, axis=1).astype("float32")
+        f["label"] = values
+    return buffer.getvalue()
+
+
+class S3Server:
+    """A moto S3 server on a free port of 127.0.0.1, with its client options."""
+
+    def __init__(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.options: dict[str, Any] = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+        self.fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
+
+    def bucket(self, name: str) -> None:
+        self.fs.call_s3("create_bucket", Bucket=name)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    server.bucket("corpus")
+    for number in range(FILES):
+        server.fs.pipe(f"corpus/shards/shard_{number:04d}.h5", file_bytes(number))
+    yield server
+    server.stop()
+
+
+def test_prefix_glob_and_single_object(s3: S3Server) -> None:
+    ds = PooledH5Dataset("s3://corpus/shards/", ["data", "label"], storage_options=s3.options)
+    assert len(ds.files) == FILES and len(ds) == FILES * ROWS
+    assert ds.files[0] == "s3://corpus/shards/shard_0000.h5"
+    globbed = PooledH5Dataset(
+        "s3://corpus/shards/shard_001*.h5", "label", storage_options=s3.options
+    )
+    assert len(globbed.files) == 10
+    single = PooledH5Dataset(
+        "s3://corpus/shards/shard_0042.h5", "label", storage_options=s3.options
+    )
+    assert [int(single[r]["label"]) for r in range(ROWS)] == [encoded(42, r) for r in range(ROWS)]
+
+
+def test_small_pool_over_remote_files(s3: S3Server) -> None:
+    ds = PooledH5Dataset(
+        "s3://corpus/shards/", ["data", "label"], storage_options=s3.options, max_open=5
+    )
+    order = np.random.default_rng(0).permutation(len(ds))[:300]
+    for index in order.tolist():
+        sample = ds[index]
+        file_number, row = divmod(index, ROWS)
+        assert int(sample["label"]) == encoded(file_number, row)
+        assert bool((sample["data"] == float(encoded(file_number, row))).all())
+    batch = ds.__getitems__([5, 1199, 5, 600])
+    assert [int(s["label"]) for s in batch] == [
+        encoded(0, 5),
+        encoded(199, 5),
+        encoded(0, 5),
+        encoded(100, 0),
+    ]
+    stats = ds.pool.stats()
+    assert stats.peak_open_files <= 5 and stats.open_files <= 5
+    for entry in list(ds.pool._handles.values()):
+        assert entry.fileobj is not None and not entry.fileobj.closed
+    fileobjs = [entry.fileobj for entry in ds.pool._handles.values()]
+    ds.pool.close()
+    assert all(fileobj.closed for fileobj in fileobjs)  # eviction closes both objects
+
+
+def test_pool_pickles_only_the_recipe(s3: S3Server) -> None:
+    import pickle
+
+    pool = HandlePool(max_open=2, storage_options=s3.options)
+    with pool.open("s3://corpus/shards/shard_0001.h5") as f:
+        assert int(f["label"][0]) == encoded(1, 0)
+        payload = pickle.dumps(pool)
+    clone = pickle.loads(payload)
+    assert len(clone) == 0 and clone.storage_options == s3.options
+    with clone.open("s3://corpus/shards/shard_0002.h5") as f:
+        assert int(f["label"][1]) == encoded(2, 1)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
+def test_dataloader_workers_read_every_sample_once(s3: S3Server, context: str) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, SRC_DIR]))
+    script = f"""
+import json
+from collections import Counter
+from torch.utils.data import DataLoader
+from corpus_tools import collate_with_worker_stats
+from h5pool import PooledH5Dataset
+
+if __name__ == "__main__":
+    options = json.loads({json.dumps(json.dumps(s3.options))})
+    ds = PooledH5Dataset("s3://corpus/shards/", ["data", "label"], storage_options=options,
+                         max_open=8)
+    ds[0]  # the parent holds a remote handle (and an s3fs instance) when it forks
+    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=2,
+                        multiprocessing_context={context!r}, collate_fn=collate_with_worker_stats)
+    seen, ok, peak = Counter(), True, 0
+    for batch in loader:
+        seen.update(batch["labels"])
+        ok &= batch["data_ok"]
+        peak = max(peak, batch["peak_open"])
+    print(json.dumps({{"distinct": len(seen), "max_count": max(seen.values()),
+                      "ok": ok, "peak": peak}}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"distinct": FILES * ROWS, "max_count": 1, "ok": True, "peak": report["peak"]}
+    assert 0 < report["peak"] <= 8
+
+
+def test_missing_bucket_object_and_prefix(s3: S3Server) -> None:
+    with pytest.raises(MissingFileError, match="s3://no-such-bucket/x/"):
+        PooledH5Dataset("s3://no-such-bucket/x/", storage_options=s3.options)
+    with pytest.raises(MissingFileError, match=re.escape("s3://corpus/shards/absent.h5")):
+        PooledH5Dataset("s3://corpus/shards/absent.h5", storage_options=s3.options)
+    with pytest.raises(NoFilesFoundError, match="s3://corpus/empty/"):
+        PooledH5Dataset("s3://corpus/empty/", storage_options=s3.options)
+
+
+def test_truncated_and_non_hdf5_objects(s3: S3Server) -> None:
+    s3.fs.pipe("corpus/bad/truncated.h5", file_bytes(7, rows=500)[:3000])
+    s3.fs.pipe("corpus/bad/text.h5", b"plain text, not HDF5\n" * 50)
+    s3.fs.pipe("corpus/bad/good.h5", file_bytes(3))
+    for name in ("truncated", "text"):
+        url = f"s3://corpus/bad/{name}.h5"
+        with pytest.raises(UnreadableFileError, match=url) as info:
+            PooledH5Dataset(url, storage_options=s3.options)
+        assert info.value.__cause__ is not None
+    kept = PooledH5Dataset("s3://corpus/bad/", "label", storage_options=s3.options, on_error="skip")
+    assert kept.files == ["s3://corpus/bad/good.h5"]
+    assert sorted(url for url, _ in kept.skipped) == [
+        "s3://corpus/bad/text.h5",
+        "s3://corpus/bad/truncated.h5",
+    ]
+    assert int(kept[2]["label"]) == encoded(3, 2)
+
+
+def test_unreachable_server_fails_fast_with_the_url() -> None:
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},
+    }
+    start = time.monotonic()
+    with pytest.raises(SourceUnavailableError, match="s3://corpus/shards/") as info:
+        PooledH5Dataset("s3://corpus/shards/", storage_options=options)
+    assert isinstance(info.value, ConnectionError)
+    assert time.monotonic() - start < 60  # bounded retries, no hang
+
+
+def test_server_stopped_mid_epoch() -> None:
+    server = S3Server()
+    server.bucket("brief")
+    for number in range(12):
+        server.fs.pipe(f"brief/s_{number:02d}.h5", file_bytes(number))
+    ds = PooledH5Dataset("s3://brief/", "label", storage_options=server.options, max_open=2)
+    assert int(ds[0]["label"]) == encoded(0, 0)
+    server.stop()
+    start = time.monotonic()
+    with pytest.raises(CorpusError) as info:
+        for index in range(ROWS, len(ds)):  # every other file needs a new request
+            ds[index]
+    assert time.monotonic() - start < 90
+    assert "s3://brief/s_" in str(info.value)
+    assert isinstance(info.value, (SourceUnavailableError, ReadError, MissingFileError))
