@@ -219,3 +219,45 @@ def test_server_stopped_mid_epoch() -> None:
     assert time.monotonic() - start < 90
     assert "s3://brief/s_" in str(info.value)
     assert isinstance(info.value, (SourceUnavailableError, ReadError, MissingFileError))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=SRC_DIR)
+    return subprocess.run(
+        [sys.executable, "-m", "h5pool", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+
+
+def test_cli_info_and_bench_accept_urls(s3: S3Server) -> None:
+    options = json.dumps(s3.options)
+    info = run_cli("info", "s3://corpus/shards/", "--key", "label", "--storage-options", options)
+    assert info.returncode == 0, info.stderr
+    assert f"files: {FILES:,} ({FILES:,} readable)" in info.stdout
+    assert f"samples along axis 0 of 'label': {FILES * ROWS:,}" in info.stdout
+    assert "read through HDF5" in info.stdout  # no descriptor to pread remotely
+    bench = run_cli(
+        "bench",
+        "s3://corpus/shards/shard_00[0-3]*.h5",
+        "--storage-options",
+        options,
+        "--samples",
+        "40",
+        "--fast-samples",
+        "120",
+        "--pool",
+        "8",
+        "--strategies",
+        "open-per-sample",
+        "open-all",
+        "pooled-block",
+        "raw-pread",
+    )
+    assert bench.returncode == 0, bench.stderr
+    assert "40 files given" in bench.stdout
+    assert "n/a: remote files have no descriptor" in bench.stdout
+    missing = run_cli("info", "s3://corpus/nothing-here.h5", "--storage-options", options)
+    assert missing.returncode == 3 and "s3://corpus/nothing-here.h5" in missing.stderr

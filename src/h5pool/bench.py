@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from h5pool.dataset import PooledH5Dataset
 from h5pool.readers import direct_offset
+from h5pool.remote import is_url, open_hdf5
 from h5pool.sampler import BlockShuffleSampler
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class BenchConfig:
     loader_workers: int = 2
     seed: int = 0
     strategies: Sequence[str] = STRATEGIES
+    storage_options: dict[str, Any] | None = None
     progress: Callable[[str], None] = field(default=lambda name: None)
 
 
@@ -105,7 +107,12 @@ class Corpus:
 
     def __init__(self, config: BenchConfig) -> None:
         self.config = config
-        self.dataset = PooledH5Dataset(config.files, config.key, max_open=config.pool_size)
+        self.dataset = PooledH5Dataset(
+            config.files,
+            config.key,
+            max_open=config.pool_size,
+            storage_options=config.storage_options,
+        )
         self.files = self.dataset.files
         rng = np.random.default_rng(config.seed)
         total = len(self.dataset)
@@ -126,8 +133,9 @@ def open_per_sample(corpus: Corpus) -> Result:
     key = corpus.config.key
     located = corpus.located(corpus.random_order)
     start = time.perf_counter()
+    filesystems = corpus.dataset.pool.filesystems
     for path, row in located:
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path, filesystems) as f:
             f[key][row]
     return Result("open-per-sample", len(located), time.perf_counter() - start, peak_open=1)
 
@@ -136,11 +144,13 @@ def open_all(corpus: Corpus) -> Result:
     """Every file opened once and kept: the lazy-loading recipe of most tutorials."""
     key = corpus.config.key
     handles: dict[str, h5py.File] = {}
+    opened = contextlib.ExitStack()
+    filesystems = corpus.dataset.pool.filesystems
     try:
         opening = time.perf_counter()
         for number, path in enumerate(corpus.files):
             try:
-                handles[path] = h5py.File(path, "r")
+                handles[path] = opened.enter_context(open_hdf5(path, filesystems))
             except OSError as exc:
                 if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):
                     raise
@@ -167,8 +177,7 @@ def open_all(corpus: Corpus) -> Result:
             note=f"opening {len(handles):,} files took {opened_in:.1f} s",
         )
     finally:
-        for handle in handles.values():
-            handle.close()
+        opened.close()
 
 
 # -- h5pool ----------------------------------------------------------------------------------
@@ -176,7 +185,7 @@ def open_all(corpus: Corpus) -> Result:
 
 def _pooled(corpus: Corpus, name: str, order: IntArray, batched: bool) -> Result:
     corpus.dataset.pool.close()
-    corpus.dataset.pool = type(corpus.dataset.pool)(corpus.config.pool_size)
+    corpus.dataset.pool = corpus.dataset.pool.empty_copy()
     return _timed_reads(corpus, name, order, batched)
 
 
@@ -211,7 +220,7 @@ def pooled_hit(corpus: Corpus) -> Result:
     order = np.random.default_rng(corpus.config.seed).permutation(end)
     order = np.resize(order, max(len(corpus.block_order), 1))
     dataset.pool.close()
-    dataset.pool = type(dataset.pool)(corpus.config.pool_size)
+    dataset.pool = dataset.pool.empty_copy()
     for index in range(end):  # open the window's files, outside the timing
         dataset[index]
     result = _timed_reads(corpus, "pooled-hit", order, batched=False)
@@ -230,6 +239,8 @@ def pooled_batched(corpus: Corpus) -> Result:
 def raw_pread(corpus: Corpus) -> Result:
     """The floor: ``os.pread`` of the same bytes, descriptors opened once per visit."""
     key = corpus.config.key
+    if any(is_url(path) for path in corpus.files):
+        return Result("raw-pread", 0, None, note="n/a: remote files have no descriptor")
     geometry: dict[str, tuple[int, int]] = {}
     for path in corpus.files:
         with h5py.File(path, "r") as f:

@@ -26,6 +26,7 @@ from h5pool.dataset import PooledH5Dataset
 from h5pool.errors import CorpusError, DescriptorLimitError
 from h5pool.pool import HandlePool
 from h5pool.readers import direct_offset
+from h5pool.remote import Filesystems
 from h5pool.sources import expand_files
 
 logger = logging.getLogger("h5pool.cli")
@@ -36,7 +37,14 @@ EXIT_USAGE, EXIT_DATA, EXIT_DESCRIPTORS = 2, 3, 4
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="h5pool: %(message)s", stream=sys.stderr)
+    # h5pool's own messages at INFO (what index rescanned, skipped files);
+    # other libraries (fsspec, botocore) stay at WARNING.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("h5pool: %(message)s"))
+    package_logger = logging.getLogger("h5pool")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False
     try:
         code: int = args.run(args)
         return code
@@ -129,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"subset to run, from: {', '.join(bench.STRATEGIES)}",
     )
     run_bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    add_storage_options(run_bench)
     run_bench.add_argument(
         "--plot", metavar="FILE.png", help="also draw a bar chart (needs h5pool[plot])"
     )
@@ -143,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
     info.add_argument("--key", help="count samples along axis 0 of this dataset")
     info.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    add_storage_options(info)
     info.set_defaults(run=run_info_command)
 
     index = commands.add_parser(
@@ -157,8 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--key", nargs="+", default=["data"], help="dataset(s) of the rows layout")
     index.add_argument("--layout", choices=["rows", "members"], default="rows")
     index.add_argument("--group", default="/", help="group of the members layout")
+    add_storage_options(index)
     index.set_defaults(run=run_index_command)
     return parser
+
+
+def add_storage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-options",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="fsspec options for URLs, e.g. '{\"anon\": true}' or "
+        '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'',
+    )
 
 
 def write(text: str = "") -> None:
@@ -173,7 +195,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         _require_matplotlib()
     with contextlib.ExitStack() as stack:
         if args.paths:
-            files = expand_files(args.paths)
+            files = expand_files(args.paths, Filesystems(args.storage_options))
             corpus_text = f"{len(files):,} files given, key {args.key!r}"
         else:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="h5pool-bench-"))
@@ -205,6 +227,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             fast_samples=args.fast_samples,
             loader_workers=args.workers,
             strategies=args.strategies,
+            storage_options=args.storage_options,
             progress=progress,
         )
         results = bench.run(config)
@@ -333,8 +356,8 @@ def draw_plot(report: dict[str, Any], path: str) -> None:
 
 
 def run_info_command(args: argparse.Namespace) -> int:
-    files = expand_files(args.paths)
-    summary = describe_corpus(files, args.key)
+    files = expand_files(args.paths, Filesystems(args.storage_options))
+    summary = describe_corpus(files, args.key, args.storage_options)
     write(format_info(summary))
     if args.json:
         with open(args.json, "w") as out:
@@ -342,25 +365,28 @@ def run_info_command(args: argparse.Namespace) -> int:
     return EXIT_DATA if summary["bad_files"] and not summary["good_files"] else 0
 
 
-def describe_corpus(files: list[str], key: str | None) -> dict[str, Any]:
+def describe_corpus(
+    files: list[str], key: str | None, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Datasets seen across the corpus; the first file that has each describes it."""
-    pool = HandlePool(max_open=8)
+    pool = HandlePool(max_open=8, storage_options=storage_options)
     datasets: dict[str, dict[str, Any]] = {}
     bad: list[dict[str, str]] = []
     samples = 0
     total_bytes = 0
     for path in tqdm(files, desc="scanning", unit="file", leave=False):
         try:
-            total_bytes += os.path.getsize(path)
+            total_bytes += pool.stamp(path)[0]
             entry = pool.acquire(path)
             try:
                 for name, node in _datasets_of(entry.file):
                     seen = datasets.get(name)
+                    direct = entry.raw_fd() is not None and direct_offset(node) is not None
                     if seen is None:
-                        datasets[name] = describe_dataset(node)
+                        datasets[name] = describe_dataset(node, direct)
                     else:
                         seen["files"] += 1
-                        seen["direct_read_files"] += direct_offset(node) is not None
+                        seen["direct_read_files"] += direct
                 if key is not None:
                     samples += int(entry.dataset(key).shape[0])
             finally:
@@ -392,14 +418,14 @@ def _datasets_of(file: h5py.File) -> list[tuple[str, h5py.Dataset]]:
     return found
 
 
-def describe_dataset(dataset: h5py.Dataset) -> dict[str, Any]:
+def describe_dataset(dataset: h5py.Dataset, direct: bool) -> dict[str, Any]:
     return {
         "files": 1,
         "shape": list(dataset.shape) if dataset.shape is not None else None,
         "dtype": str(dataset.dtype),
         "chunks": list(dataset.chunks) if dataset.chunks else None,
         "compression": dataset.compression,
-        "direct_read_files": int(direct_offset(dataset) is not None),
+        "direct_read_files": int(direct),
     }
 
 
@@ -448,6 +474,7 @@ def run_index_command(args: argparse.Namespace) -> int:
         group=args.group,
         index_cache=args.out,
         progress=True,
+        storage_options=args.storage_options,
     )
     index = dataset.index
     write(

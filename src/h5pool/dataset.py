@@ -156,8 +156,7 @@ class PooledH5Dataset(Dataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["pool"] = HandlePool.__new__(HandlePool)
-        state["pool"].__setstate__(self.pool.__getstate__())
+        state["pool"] = self.pool.empty_copy()
         return state
 
     def __repr__(self) -> str:

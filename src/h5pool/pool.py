@@ -316,6 +316,12 @@ class HandlePool:
             open_options=state.get("open_options"),
         )
 
+    def empty_copy(self) -> HandlePool:
+        """A new, empty pool with this one's configuration (what pickling gives)."""
+        copy = HandlePool.__new__(HandlePool)
+        copy.__setstate__(self.__getstate__())
+        return copy
+
     def __repr__(self) -> str:
         return f"HandlePool(max_open={self.max_open}, open={len(self)})"
 

@@ -13,10 +13,13 @@ fsspec is imported lazily: local corpora need no extra dependency.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import h5py
 
 from h5pool.errors import (
     AccessDeniedError,
@@ -121,11 +124,28 @@ def expand_url(spec: str, filesystems: Filesystems) -> list[str]:
 def open_remote(url: str, filesystems: Filesystems, open_options: Mapping[str, Any]) -> Any:
     """The fsspec file object for ``url``, opened for HDF5's access pattern."""
     options = dict(DEFAULT_OPEN_OPTIONS)
+    if "cache_type" in open_options:
+        del options["cache_options"]  # the default's options fit only the default's cache
     options.update(open_options)
     try:
         return filesystems.for_url(url).open(url, "rb", **options)
     except Exception as exc:
         raise remote_error(url, exc) from exc
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str, filesystems: Filesystems) -> Iterator[h5py.File]:
+    """An ``h5py.File`` for a local path or a URL, outside any pool (the naive recipes)."""
+    if not is_url(path):
+        with h5py.File(path, "r") as handle:
+            yield handle
+        return
+    fileobj = open_remote(path, filesystems, {})
+    try:
+        with h5py.File(fileobj, "r") as handle:
+            yield handle
+    finally:
+        fileobj.close()
 
 
 def stamp_of_details(details: Mapping[str, Any]) -> tuple[int, int]:
