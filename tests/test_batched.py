@@ -81,6 +81,7 @@ def test_direct_path_is_used_only_where_safe(tmp_path: Path) -> None:
     path = tmp_path / "mixed.h5"
     with h5py.File(path, "w") as f:
         f["plain"] = np.zeros((4, 2), "f4")
+        f["plain"][3] = 7
         f.create_dataset("chunked", data=np.zeros((4, 2), "f4"), chunks=(2, 2))
         f.create_dataset("empty", shape=(4, 2), dtype="f4")  # never written: no offset
         f["text"] = np.array([b"ab", b"cd", b"ef", b"gh"])
@@ -89,7 +90,10 @@ def test_direct_path_is_used_only_where_safe(tmp_path: Path) -> None:
     pool = HandlePool(max_open=1)
     entry = pool.acquire(path)
     try:
-        assert RowReader(entry, "plain").direct
+        plain = RowReader(entry, "plain")
+        assert plain.direct
+        expected = np.array([[0, 0], [0, 0], [7, 7]], "f4")
+        assert np.array_equal(plain.read_rows(np.array([0, 1, 3])), expected)
         assert not RowReader(entry, "chunked").direct
         assert not RowReader(entry, "empty").direct
         assert not RowReader(entry, "text").direct

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -272,13 +272,3 @@ def _reusable_entries(
         return FileEntry(int(reuse.counts[number]), stamp[0], stamp[1], members)
 
     return lookup
-
-
-def describe(index: CorpusIndex) -> dict[str, Any]:
-    return {
-        "files": len(index.files),
-        "samples": len(index),
-        "layout": index.layout,
-        "keys": list(index.keys),
-        "bytes": int(index.sizes.sum()),
-    }

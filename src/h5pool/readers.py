@@ -105,13 +105,14 @@ class RowReader:
 
     def read_rows(self, rows: IntArray) -> npt.NDArray[Any]:
         """Rows ``rows`` (sorted, unique) stacked on axis 0, with one read per run."""
-        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        out = self.empty_rows(len(rows))
         if not len(rows):
             return out
+        if self._fd is not None:
+            self.read_rows_into(rows.tolist(), range(len(rows)), out)
+            return out
         try:
-            if self._fd is not None:
-                self._read_runs_direct(rows, out)
-            elif self.dtype.kind in "OSUV" or self.row_bytes == 0:
+            if self.dtype.kind in "OSUV" or self.row_bytes == 0:
                 out[...] = self._dataset[rows]
             else:
                 self._read_runs_hdf5(rows, out)
@@ -187,19 +188,6 @@ class RowReader:
                 f"{out.nbytes} bytes (file truncated or replaced?)",
                 path=self.path,
             )
-
-    def _read_runs_direct(self, rows: IntArray, out: npt.NDArray[Any]) -> None:
-        run_starts, run_lengths = consecutive_runs(rows)
-        if len(run_starts) == 1:
-            self._pread_into(out, self._offset + int(rows[0]) * self.row_bytes)
-            return
-        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self.row_bytes)
-        position = 0
-        for start, length in zip(run_starts.tolist(), run_lengths.tolist(), strict=True):
-            self._pread_into(
-                flat[position : position + length], self._offset + start * self.row_bytes
-            )
-            position += length
 
     def _read_runs_hdf5(self, rows: IntArray, out: npt.NDArray[Any]) -> None:
         run_starts, run_lengths = consecutive_runs(rows)
