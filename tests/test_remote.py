@@ -18,6 +18,7 @@ import pytest
 
 from corpus_tools import encoded
 from h5pool import (
+    AccessDeniedError,
     CorpusError,
     HandlePool,
     MissingFileError,
@@ -261,3 +262,42 @@ def test_cli_info_and_bench_accept_urls(s3: S3Server) -> None:
     assert "n/a: remote files have no descriptor" in bench.stdout
     missing = run_cli("info", "s3://corpus/nothing-here.h5", "--storage-options", options)
     assert missing.returncode == 3 and "s3://corpus/nothing-here.h5" in missing.stderr
+
+
+def test_access_denied_names_the_url() -> None:
+    """A moto server that enforces authentication from the first request refuses us."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        options = {
+            "key": "unknown",
+            "secret": "unknown",
+            "client_kwargs": {
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "region_name": "us-east-1",
+            },
+        }
+        with pytest.raises(AccessDeniedError, match=re.escape("s3://corpus/x.h5")) as info:
+            PooledH5Dataset("s3://corpus/x.h5", storage_options=options)
+        assert isinstance(info.value, PermissionError)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
