@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corpus_tools import index_of_counts
 from h5pool import CorpusIndex
 from h5pool.sources import natural_key
 
@@ -15,26 +16,13 @@ counts_strategy = st.lists(st.integers(min_value=0, max_value=40), min_size=1, m
 )
 
 
-def make_index(counts: list[int]) -> CorpusIndex:
-    n = len(counts)
-    return CorpusIndex(
-        files=[f"/corpus/f{i}.h5" for i in range(n)],
-        counts=np.array(counts),
-        layout="rows",
-        keys=("data",),
-        group="/",
-        sizes=np.arange(n, dtype=np.int64),
-        mtimes=np.arange(n, dtype=np.int64) * 7,
-    )
-
-
 def brute_force(counts: list[int]) -> list[tuple[int, int]]:
     return [(f, r) for f, count in enumerate(counts) for r in range(count)]
 
 
 @given(counts_strategy, st.data())
 def test_locate_matches_brute_force(counts: list[int], data: st.DataObject) -> None:
-    index = make_index(counts)
+    index = index_of_counts(counts)
     expected = brute_force(counts)
     assert len(index) == len(expected)
     position = data.draw(st.integers(min_value=-len(expected), max_value=len(expected) - 1))
@@ -43,7 +31,7 @@ def test_locate_matches_brute_force(counts: list[int], data: st.DataObject) -> N
 
 @given(counts_strategy, st.data())
 def test_locate_many_matches_locate(counts: list[int], data: st.DataObject) -> None:
-    index = make_index(counts)
+    index = index_of_counts(counts)
     total = len(index)
     positions = data.draw(st.lists(st.integers(min_value=-total, max_value=total - 1), max_size=80))
     files, rows = index.locate_many(positions)
@@ -54,7 +42,7 @@ def test_locate_many_matches_locate(counts: list[int], data: st.DataObject) -> N
 
 @given(counts_strategy)
 def test_out_of_range_raises(counts: list[int]) -> None:
-    index = make_index(counts)
+    index = index_of_counts(counts)
     total = len(index)
     for bad in (total, -total - 1):
         with pytest.raises(IndexError):
@@ -69,7 +57,7 @@ def test_save_and_load_round_trip(
     tmp_path_factory: pytest.TempPathFactory, counts: list[int]
 ) -> None:
     path = Path(tmp_path_factory.mktemp("idx")) / "index.npz"
-    index = make_index(counts)
+    index = index_of_counts(counts)
     index.save(path)
     loaded = CorpusIndex.load(path)
     assert loaded.files == index.files

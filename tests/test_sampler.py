@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from corpus_tools import collate_with_worker_stats
+from corpus_tools import collate_with_worker_stats, index_of_counts
 from h5pool import BlockShuffleSampler, CorpusIndex, HandlePool, PooledH5Dataset
 
 
@@ -23,17 +23,7 @@ class IndexOnly:
 
 
 def indexed(counts: list[int], max_open: int = 8) -> IndexOnly:
-    n = len(counts)
-    index = CorpusIndex(
-        files=[f"/f{i}.h5" for i in range(n)],
-        counts=np.array(counts),
-        layout="rows",
-        keys=("data",),
-        group="/",
-        sizes=np.zeros(n, dtype=np.int64),
-        mtimes=np.zeros(n, dtype=np.int64),
-    )
-    return IndexOnly(index, HandlePool(max_open=max_open))
+    return IndexOnly(index_of_counts(counts), HandlePool(max_open=max_open))
 
 
 counts_st = st.lists(st.integers(0, 30), min_size=1, max_size=40).filter(lambda c: sum(c) > 0)
