@@ -138,7 +138,10 @@ class PooledH5Dataset(Dataset[Any]):
         return self.transform(sample) if self.transform is not None else sample
 
     def __getitems__(self, indices: Indices) -> list[Any]:
-        """A batch, in request order; each file is pinned once and each key read once.
+        """A batch, in request order; each file of the batch is pinned once.
+
+        Per (file, key), the direct path issues one ``preadv`` per run of
+        consecutive rows and the HDF5 path one read of a hyperslab union.
 
         DataLoader calls this with a whole batch when it exists.  Duplicates and
         any order are allowed; the result equals ``[self[i] for i in indices]``.
