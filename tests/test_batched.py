@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h5pool import PooledH5Dataset
-from h5pool.readers import RowReader, consecutive_runs
+from h5pool.readers import consecutive_runs
 
 LAYOUTS: dict[str, dict[str, Any]] = {
     "contiguous": {},
@@ -77,7 +77,7 @@ def test_getitems_equals_getitem_and_h5py(
     assert ds.__getitems__([]) == []
 
 
-def test_direct_path_is_used_only_where_safe(tmp_path: Path) -> None:
+def test_byte_maps_are_used_only_where_safe(tmp_path: Path) -> None:
     path = tmp_path / "mixed.h5"
     with h5py.File(path, "w") as f:
         f["plain"] = np.zeros((4, 2), "f4")
@@ -85,31 +85,17 @@ def test_direct_path_is_used_only_where_safe(tmp_path: Path) -> None:
         f.create_dataset("chunked", data=np.zeros((4, 2), "f4"), chunks=(2, 2))
         f.create_dataset("empty", shape=(4, 2), dtype="f4")  # never written: no offset
         f["text"] = np.array([b"ab", b"cd", b"ef", b"gh"])
-    from h5pool import HandlePool
-
-    pool = HandlePool(max_open=1)
-    entry = pool.acquire(path)
-    try:
-        plain = RowReader(entry, "plain")
-        assert plain.direct
-        expected = np.array([[0, 0], [0, 0], [7, 7]], "f4")
-        assert np.array_equal(plain.read_rows(np.array([0, 1, 3])), expected)
-        assert not RowReader(entry, "chunked").direct
-        assert not RowReader(entry, "empty").direct
-        assert not RowReader(entry, "text").direct
-        assert np.array_equal(RowReader(entry, "empty").read_row(2), np.zeros(2, "f4"))
-        assert RowReader(entry, "text").read_row(1) == b"cd"
-    finally:
-        pool.release(entry)
-    pool_core = HandlePool(max_open=1, file_kwargs={"driver": "core"})
-    with pool_core.open(path):
-        pass
-    entry = pool_core.acquire(path)
-    try:
-        assert entry.raw_fd() is None
-        assert not RowReader(entry, "plain").direct
-    finally:
-        pool_core.release(entry)
+    keys = ["plain", "chunked", "empty", "text"]
+    ds = PooledH5Dataset(path, keys, max_open=1)
+    kinds = {key: ds.engine.kind(key, 0) for key in keys}
+    assert kinds == {"plain": "contiguous", "chunked": "chunked", "empty": "hdf5", "text": "hdf5"}
+    batch = ds.read_batch([0, 1, 3])
+    assert np.array_equal(batch["plain"].numpy(), np.array([[0, 0], [0, 0], [7, 7]], "f4"))
+    assert np.array_equal(ds[2]["empty"].numpy(), np.zeros(2, "f4"))
+    assert ds[1]["text"] == b"cd"
+    core = PooledH5Dataset(path, keys, max_open=1, file_kwargs={"driver": "core"})
+    assert {core.engine.kind(key, 0) for key in keys} == {"hdf5"}
+    assert np.array_equal(core[3]["plain"].numpy(), [7, 7])
 
 
 def test_strings_rows_layout(tmp_path: Path) -> None:

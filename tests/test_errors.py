@@ -154,12 +154,12 @@ def test_one_bad_file_does_not_disturb_the_others(small_corpus: list[str]) -> No
     ds = PooledH5Dataset(small_corpus, ["data", "label"], max_open=8)
     for i in (0, 15, 45):
         ds[i]
-    handles_before = {path: entry.file.id.id for path, entry in ds.pool._handles.items()}
+    handles_before = {path: entry.raw_fd() for path, entry in ds.pool._handles.items()}
     os.remove(small_corpus[2])
     with pytest.raises(MissingFileError):
         ds[25]
     assert decode_sample(ds[1]) == (0, 1) and decode_sample(ds[46]) == (4, 6)
-    handles_after = {path: entry.file.id.id for path, entry in ds.pool._handles.items()}
+    handles_after = {path: entry.raw_fd() for path, entry in ds.pool._handles.items()}
     assert handles_after == handles_before
     # five opens while indexing, three reads, one failed attempt at the deleted file
     assert ds.pool.stats().misses == 5 + 3 + 1

@@ -8,7 +8,6 @@ after construction (forking then is safe) and fresh in every worker.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import uuid
@@ -20,10 +19,12 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from h5pool.errors import CorpusError, FileChangedError, MissingFileError
+from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
+from h5pool.engine import ReadEngine
+from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFileError
 from h5pool.index import CorpusIndex, Layout, build_index
 from h5pool.pool import HandlePool, PooledFile
-from h5pool.readers import RowReader, decode_attrs, read_member
+from h5pool.readers import decode_attrs, read_member
 from h5pool.sources import FileSpec, expand_files
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,16 @@ IntArray = npt.NDArray[np.int64]
 Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
 _TENSOR_KINDS = frozenset("biufc")
+#: numpy types torch has no tensor type for: they stay numpy arrays.
+_NO_TENSOR = frozenset(np.dtype(t) for t in (np.longdouble, np.clongdouble)) - {
+    np.dtype(np.float64),
+    np.dtype(np.complex128),
+}
 
 
 def to_tensor(array: npt.NDArray[Any]) -> Any:
-    """A tensor sharing the array's memory; strings and objects stay numpy."""
-    if array.dtype.kind not in _TENSOR_KINDS:
+    """A tensor sharing the array's memory; strings, objects and long doubles stay numpy."""
+    if array.dtype.kind not in _TENSOR_KINDS or array.dtype.newbyteorder("=") in _NO_TENSOR:
         return array
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
@@ -68,6 +74,8 @@ class PooledH5Dataset(Dataset[Any]):
         on_error: Literal["raise", "skip"] = "raise",
         index_cache: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        num_threads: int | None = None,
+        chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
     ) -> None:
         if layout not in ("rows", "members"):
             raise ValueError(f"layout must be 'rows' or 'members', not {layout!r}")
@@ -83,6 +91,12 @@ class PooledH5Dataset(Dataset[Any]):
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
+        #: Threads that read one batch; None: 1 in a DataLoader worker, else the cores (≤ 8).
+        self.num_threads = num_threads
+        #: Byte budget of the per-process cache of decoded chunks.
+        self.chunk_cache_bytes = chunk_cache_bytes
+        self._engine: ReadEngine | None = None
+        self._engine_pid = -1
         if pool is None:
             pool = HandlePool(max_open, file_kwargs=file_kwargs, storage_options=storage_options)
         self.pool = pool
@@ -124,42 +138,77 @@ class PooledH5Dataset(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         file_number, local = self.index.locate(index)
         try:
-            entry = self._acquire(file_number)
-            try:
-                if self.layout == "rows":
-                    readers = self._readers(entry, file_number)
-                    sample: Sample = {r.key: to_tensor(r.read_row(local)) for r in readers}
-                else:
+            if self.layout == "rows":
+                columns = self.engine.read_one(file_number, local)
+                sample: Sample = {key: to_tensor(out[0, ...]) for key, out in columns.items()}
+            else:
+                entry = self._acquire(file_number)
+                try:
                     sample = self._read_member(entry, file_number, local)
-            finally:
-                self.pool.release(entry)
+                finally:
+                    self.pool.release(entry)
         except CorpusError as exc:
             raise _naming_sample(exc, index) from (exc.__cause__ or exc)
         return self.transform(sample) if self.transform is not None else sample
 
     def __getitems__(self, indices: Indices) -> list[Any]:
-        """A batch, in request order; each file of the batch is pinned once.
-
-        Per (file, key), the direct path issues one ``preadv`` per run of
-        consecutive rows and the HDF5 path one read of a hyperslab union.
+        """A batch, in request order, equal to ``[self[i] for i in indices]``.
 
         DataLoader calls this with a whole batch when it exists.  Duplicates and
-        any order are allowed; the result equals ``[self[i] for i in indices]``.
+        any order are allowed.  In the "rows" layout the batch is read by
+        :meth:`read_batch` (each file pinned once, rows straight into one array
+        per key) when its files agree on every key's dtype and row shape, and
+        sample by sample otherwise; the transform is applied once per sample.
         """
         file_numbers, rows = self.index.locate_many(indices)
         if self.layout == "rows":
-            samples = self._read_rows_batch(file_numbers, rows, indices)
+            try:
+                columns = self._read_columns(file_numbers, rows, indices)
+            except LayoutError:
+                samples = [self._untransformed(i) for i in _flat(indices)]
+            else:
+                samples = _samples_of(columns, len(file_numbers))
         else:
             samples = self._read_members_batch(file_numbers, rows, indices)
         if self.transform is not None:
             return [self.transform(sample) for sample in samples]
         return samples
 
+    def read_batch(self, indices: Indices) -> dict[str, Any]:
+        """The samples ``indices`` stacked per key: ``{key: tensor of shape (B, ...)}``.
+
+        Request order; duplicates and any order are fine.  Numeric keys give
+        tensors (numpy arrays for types torch lacks, such as long double);
+        strings and other non-numeric keys give numpy arrays.  Files that
+        disagree on a key's dtype or row shape raise :class:`LayoutError`
+        naming two of them.  The transform is not applied: it works on samples.
+        """
+        if self.layout != "rows":
+            raise LayoutError(f"read_batch needs the 'rows' layout, not {self.layout!r}")
+        file_numbers, rows = self.index.locate_many(indices)
+        columns = self._read_columns(file_numbers, rows, indices)
+        return {key: to_tensor(out) for key, out in columns.items()}
+
+    @property
+    def engine(self) -> ReadEngine:
+        """This process's read engine (made on first use, anew after a fork)."""
+        engine = self._engine
+        if engine is None or self._engine_pid != os.getpid():
+            engine = ReadEngine(
+                self.index,
+                self.pool,
+                num_threads=self.num_threads,
+                chunk_cache_bytes=self.chunk_cache_bytes,
+            )
+            self._engine, self._engine_pid = engine, os.getpid()
+        return engine
+
     # -- pickling -------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["pool"] = self.pool.empty_copy()
+        state["_engine"], state["_engine_pid"] = None, -1
         return state
 
     def __repr__(self) -> str:
@@ -194,22 +243,6 @@ class PooledH5Dataset(Dataset[Any]):
                 path=entry.path,
             )
 
-    def _readers(self, entry: PooledFile, file_number: int) -> tuple[RowReader, ...]:
-        readers: tuple[RowReader, ...] | None = entry.memo.get(self._memo_key)
-        if readers is None:
-            self._verify_unchanged(entry, file_number)
-            readers = tuple(RowReader(entry, key) for key in self.keys)
-            expected = int(self.index.counts[file_number])
-            for reader in readers:
-                if reader.length != expected:
-                    raise FileChangedError(
-                        f"{entry.path}: {reader.key!r} has {reader.length} rows, "
-                        f"the index has {expected}; rebuild the dataset",
-                        path=entry.path,
-                    )
-            entry.memo[self._memo_key] = readers
-        return readers
-
     def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:
         attrs_by_name: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
         if attrs_by_name is None:
@@ -223,54 +256,26 @@ class PooledH5Dataset(Dataset[Any]):
             attrs = attrs_by_name[name] = decode_attrs(entry.dataset(path))
         return {"data": to_tensor(data), "attrs": dict(attrs)}
 
-    def _read_rows_batch(
+    def _read_columns(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
-    ) -> list[Any]:
-        """Read a batch file by file, in (file, row) order, straight into its slots.
+    ) -> dict[str, npt.NDArray[Any]]:
+        if not len(file_numbers):
+            return {key: np.empty((0,)) for key in self.keys}
+        try:
+            return self.engine.read(file_numbers, rows)
+        except LayoutError:
+            raise
+        except CorpusError as exc:
+            failed = _flat(indices)[_position_of(self.index.files, exc, file_numbers)]
+            raise _naming_sample(exc, failed) from (exc.__cause__ or exc)
 
-        Each key gets one output array in request order; each file's rows land
-        in it directly (no gather copy), and the samples are views of it.
-        """
-        count = len(file_numbers)
-        if not count:
-            return []
-        order = np.lexsort((rows, file_numbers))
-        bounds = [0, *(np.flatnonzero(np.diff(file_numbers[order])) + 1).tolist(), count]
-        sorted_rows = rows[order].tolist()
-        sorted_files = file_numbers[order].tolist()
-        positions = order.tolist()
-        outputs: dict[str, npt.NDArray[Any]] = {}
-        output_bytes: dict[str, memoryview] = {}
-        for begin, end in itertools.pairwise(bounds):
-            file_number = sorted_files[begin]
-            try:
-                entry = self._acquire(file_number)
-                try:
-                    for reader in self._readers(entry, file_number):
-                        out = outputs.get(reader.key)
-                        if out is None:
-                            out = outputs[reader.key] = reader.empty_rows(count)
-                            if reader.direct and out.nbytes:
-                                output_bytes[reader.key] = out.data.cast("B")
-                        elif out.shape[1:] != reader.row_shape or out.dtype != reader.dtype:
-                            # Files disagree on shape or dtype: no shared array.
-                            return [self[i] for i in np.asarray(indices).reshape(-1).tolist()]
-                        reader.read_rows_into(
-                            sorted_rows[begin:end],
-                            positions[begin:end],
-                            out,
-                            output_bytes.get(reader.key),
-                        )
-                finally:
-                    self.pool.release(entry)
-            except CorpusError as exc:
-                first = int(np.asarray(indices).reshape(-1)[positions[begin]])
-                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
-        columns = [(key, _rows_of(to_tensor(out))) for key, out in outputs.items()]
-        if len(columns) == 1:
-            key, column = columns[0]
-            return [{key: row} for row in column]
-        return [{key: column[i] for key, column in columns} for i in range(count)]
+    def _untransformed(self, index: int) -> Sample:
+        transform, self.transform = self.transform, None
+        try:
+            sample: Sample = self[index]
+        finally:
+            self.transform = transform
+        return sample
 
     def _read_members_batch(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
@@ -297,6 +302,28 @@ class PooledH5Dataset(Dataset[Any]):
 def _rows_of(column: Any) -> Sequence[Any]:
     """The rows of a batch column as views: ``unbind`` for tensors, a list for numpy."""
     return column.unbind(0) if isinstance(column, torch.Tensor) else list(column)
+
+
+def _samples_of(columns: dict[str, npt.NDArray[Any]], count: int) -> list[Sample]:
+    """Per-sample dicts of views into the batch columns."""
+    views = [(key, _rows_of(to_tensor(out))) for key, out in columns.items()]
+    if len(views) == 1:
+        key, column = views[0]
+        return [{key: row} for row in column]
+    return [{key: column[i] for key, column in views} for i in range(count)]
+
+
+def _flat(indices: Indices) -> list[int]:
+    return [int(i) for i in np.asarray(indices).reshape(-1).tolist()]
+
+
+def _position_of(files: list[str], exc: CorpusError, file_numbers: IntArray) -> int:
+    """The first request position whose file is the one an error names (else 0)."""
+    if exc.path in files:
+        matches = np.flatnonzero(file_numbers == files.index(exc.path))
+        if len(matches):
+            return int(matches[0])
+    return 0
 
 
 def _naming_sample(exc: CorpusError, index: int) -> CorpusError:

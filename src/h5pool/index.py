@@ -16,22 +16,24 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import h5py
 import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
+from h5pool.byte_map import FileKeyMap, KeyMaps, KeySpec, map_dataset
 from h5pool.errors import CorpusError, LayoutError, MissingKeyError
 from h5pool.pool import HandlePool, PooledFile
+from h5pool.remote import is_url
 from h5pool.sources import natural_key
 
 logger = logging.getLogger(__name__)
 
 Layout = Literal["rows", "members"]
 IntArray = npt.NDArray[np.int64]
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -48,6 +50,8 @@ class CorpusIndex:
     #: For the "members" layout: the member names of every file, concatenated in
     #: index order (natural sort within a file); empty for "rows".
     members: npt.NDArray[np.str_] = field(default_factory=lambda: np.empty(0, dtype=np.str_))
+    #: For the "rows" layout: each key's byte maps (see h5pool.byte_map).
+    maps: dict[str, KeyMaps] = field(default_factory=dict)
     ends: IntArray = field(init=False)
     starts: IntArray = field(init=False)
 
@@ -109,7 +113,14 @@ class CorpusIndex:
             "layout": self.layout,
             "keys": list(self.keys),
             "group": self.group,
+            "specs": {key: [s.to_json() for s in m.specs] for key, m in self.maps.items()},
         }
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for number, key in enumerate(self.maps):
+            key_maps = self.maps[key]
+            arrays[f"map{number}_spec_ids"] = key_maps.spec_ids
+            arrays[f"map{number}_positions"] = key_maps.positions
+            arrays[f"map{number}_chunks"] = key_maps.chunks
         with open(path, "wb") as out:
             np.savez(
                 out,
@@ -119,6 +130,7 @@ class CorpusIndex:
                 sizes=self.sizes,
                 mtimes=self.mtimes,
                 members=self.members,
+                **arrays,
             )
 
     @classmethod
@@ -127,6 +139,15 @@ class CorpusIndex:
             meta = json.loads(str(saved["meta"]))
             if meta.get("version") != INDEX_FORMAT_VERSION:
                 raise ValueError(f"{path}: index format {meta.get('version')} not supported")
+            maps = {
+                key: KeyMaps(
+                    [KeySpec.from_json(s) for s in specs],
+                    saved[f"map{number}_spec_ids"],
+                    saved[f"map{number}_positions"],
+                    saved[f"map{number}_chunks"],
+                )
+                for number, (key, specs) in enumerate(meta.get("specs", {}).items())
+            }
             return cls(
                 files=[str(p) for p in saved["files"]],
                 counts=saved["counts"],
@@ -136,6 +157,7 @@ class CorpusIndex:
                 sizes=saved["sizes"],
                 mtimes=saved["mtimes"],
                 members=saved["members"],
+                maps=maps,
             )
 
 
@@ -147,6 +169,7 @@ class FileEntry:
     size: int
     mtime: int
     members: tuple[str, ...] = ()
+    maps: tuple[FileKeyMap, ...] = ()
 
 
 def member_names(entry: PooledFile, group: str) -> list[str]:
@@ -189,7 +212,10 @@ def scan_file(
     entry = pool.acquire(path)
     try:
         if layout == "rows":
-            return FileEntry(count_rows(entry, keys), size, mtime)
+            count = count_rows(entry, keys)
+            local = pool.plain_descriptor and not is_url(path)
+            maps = tuple(map_dataset(entry.dataset(key), path, local=local) for key in keys)
+            return FileEntry(count, size, mtime, maps=maps)
         names = member_names(entry, group)
         return FileEntry(len(names), size, mtime, tuple(names))
     finally:
@@ -244,6 +270,12 @@ def build_index(
         sizes=np.array([e.size for e in entries], dtype=np.int64),
         mtimes=np.array([e.mtime for e in entries], dtype=np.int64),
         members=np.array([m for e in entries for m in e.members], dtype=np.str_),
+        maps={
+            key: KeyMaps.from_files([e.maps[number] for e in entries])
+            for number, key in enumerate(keys)
+        }
+        if layout == "rows"
+        else {},
     )
     return index, skipped
 
@@ -269,6 +301,8 @@ def _reusable_entries(
             return None
         start, end = int(reuse.starts[number]), int(reuse.ends[number])
         members = tuple(str(m) for m in reuse.members[start:end]) if layout == "members" else ()
-        return FileEntry(int(reuse.counts[number]), stamp[0], stamp[1], members)
+        count = int(reuse.counts[number])
+        maps = tuple(reuse.maps[key].file_map(number, count) for key in reuse.maps)
+        return FileEntry(count, stamp[0], stamp[1], members, maps)
 
     return lookup

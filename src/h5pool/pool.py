@@ -91,6 +91,12 @@ class PoolStats:
     open_files: int
     pinned_files: int
     peak_open_files: int
+    #: Files opened through libhdf5 (``h5py.File``) and as plain descriptors
+    #: (``os.open``, for reads through byte maps).
+    hdf5_opens: int = 0
+    raw_opens: int = 0
+    #: Descriptors held now: a file read both ways holds two.
+    open_descriptors: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -101,24 +107,40 @@ class PoolStats:
 class PooledFile:
     """One open file of the pool, with the objects looked up through it.
 
+    A file is open as an ``h5py.File``, as a plain descriptor (``os.open``, all
+    that reads through byte maps need, at a fraction of an HDF5 open), or both.
+
     Looked-up ``h5py.Dataset`` objects are kept because a name lookup costs
     ~35 µs and the first read through a fresh Dataset object far more; they die
     with the handle.  ``memo`` lets higher layers keep their own per-handle
     state (readers, offsets) under the same lifetime.
     """
 
-    __slots__ = ("_datasets", "_raw_fd", "doomed", "file", "fileobj", "memo", "path", "pins")
+    __slots__ = (
+        "_datasets",
+        "_file",
+        "_raw_fd",
+        "doomed",
+        "fd",
+        "fileobj",
+        "memo",
+        "path",
+        "pins",
+    )
 
     def __init__(
         self,
         path: str,
-        file: h5py.File,
+        file: h5py.File | None,
         *,
         plain_descriptor: bool = True,
         fileobj: Any = None,
+        fd: int | None = None,
     ) -> None:
         self.path = path
-        self.file = file
+        self._file = file
+        #: A descriptor of the pool's own (``os.open``), for files read without HDF5.
+        self.fd = fd
         #: For remote files, the fsspec file object HDF5 reads through; closed with the handle.
         self.fileobj = fileobj
         self.pins = 0
@@ -127,6 +149,21 @@ class PooledFile:
         self._datasets: dict[str, h5py.Dataset] = {}
         # -1: not looked up yet.  Drivers other than sec2 have no plain descriptor.
         self._raw_fd: int | None = -1 if plain_descriptor else None
+
+    @property
+    def file(self) -> h5py.File:
+        """The open ``h5py.File`` (acquire without ``raw=True`` to be sure there is one)."""
+        if self._file is None:
+            raise RuntimeError(f"{self.path} is open as a plain descriptor only")
+        return self._file
+
+    @property
+    def has_hdf5(self) -> bool:
+        return self._file is not None
+
+    @property
+    def descriptors(self) -> int:
+        return (self._file is not None) + (self.fd is not None)
 
     def dataset(self, key: str) -> h5py.Dataset:
         try:
@@ -161,7 +198,9 @@ class PooledFile:
         Re-using HDF5's own descriptor costs no extra slot against ``max_open``.
         Only the default ``sec2`` driver has one plain descriptor per file.
         """
-        if self._raw_fd == -1:
+        if self.fd is not None:
+            return self.fd
+        if self._raw_fd == -1 and self._file is not None:
             handle = self.file.id.get_vfd_handle()
             self._raw_fd = handle if isinstance(handle, int) and handle >= 0 else None
         return self._raw_fd
@@ -170,10 +209,16 @@ class PooledFile:
         self._datasets.clear()
         self.memo.clear()
         self._raw_fd = None
-        try:
-            self.file.close()
-        except Exception:  # closing must never mask the error that led here
-            logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # closing must never mask the error that led here
+                logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
+            self._file = None
         if self.fileobj is not None:
             try:
                 self.fileobj.close()
@@ -187,6 +232,9 @@ class PooledFile:
         fd = self.raw_fd()
         info = os.fstat(fd) if fd is not None else os.stat(self.path)
         return info.st_size, info.st_mtime_ns
+
+    def attach_hdf5(self, file: h5py.File) -> None:
+        self._file = file
 
 
 class _HandleLRU(cachetools.LRUCache[str, PooledFile]):
@@ -262,6 +310,8 @@ class HandlePool:
         self.file_kwargs.update(file_kwargs or {})
         self.file_kwargs.pop("mode", None)
         self._plain_descriptor = self.file_kwargs.get("driver") in (None, "sec2")
+        #: True when files are single local files HDF5 reads through one descriptor.
+        self.plain_descriptor = self._plain_descriptor
         #: fsspec options for URLs (credentials, endpoint); see h5pool.remote.
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         #: Options of fsspec's ``open`` for URLs (cache type, block size).
@@ -280,6 +330,7 @@ class HandlePool:
         self._normalised: dict[str, str] = {}
         self._hits = self._misses = self._evictions = 0
         self._emfile_retries = self._overflows = self._peak = 0
+        self._hdf5_opens = self._raw_opens = self._descriptors = 0
         self._fork_resets = fork_resets
 
     def _forget_inherited_handles(self) -> None:
@@ -345,26 +396,38 @@ class HandlePool:
         finally:
             self.release(entry)
 
-    def acquire(self, path: str | os.PathLike[str]) -> PooledFile:
+    def acquire(self, path: str | os.PathLike[str], *, raw: bool = False) -> PooledFile:
         """Pin and return the pool's handle for ``path``; pair with :meth:`release`.
 
         The explicit pair is the hot path of the datasets: it avoids the cost of
         a generator-based context manager on every sample.  A hit is one LRU
         lookup and a counter; nothing moves between containers.
+
+        ``raw=True`` asks only for a plain descriptor (``entry.fd``, or HDF5's
+        own when the file is open through HDF5 already): byte-map reads need no
+        more.  Without it the entry has an open ``h5py.File``; a file held as a
+        plain descriptor gets its HDF5 handle now, and then holds two descriptors.
+        URLs and other drivers than ``sec2`` are always opened through HDF5.
         """
         key = self._normalise(path)
         if self._pid != os.getpid():
             self._forget_inherited_handles()
+        raw = raw and self._plain_descriptor and not is_url(key)
         with self._lock:
             entry = self._handles.get(key)
             if entry is None:
                 self._misses += 1
-                entry = self._open_new(key)
+                entry = self._open_new(key, raw=raw)
                 self._handles[key] = entry
-                if len(self._handles) > self._peak:
-                    self._peak = len(self._handles)
+                self._descriptors += entry.descriptors
             else:
                 self._hits += 1
+                if not raw and not entry.has_hdf5:
+                    self._make_room(key, 1)
+                    entry.attach_hdf5(self._with_emfile_retry(key, lambda: self._open_hdf5(key)))
+                    self._descriptors += 1
+            if self._descriptors > self._peak:
+                self._peak = self._descriptors
             entry.pins += 1
             return entry
 
@@ -375,8 +438,9 @@ class HandlePool:
                 return  # still pinned, or inherited across fork and already dropped
             if entry.doomed:
                 del self._handles[entry.path]
+                self._descriptors -= entry.descriptors
                 entry.close()
-            elif len(self._handles) > self.max_open:
+            elif self._descriptors > self.max_open:
                 self._evict_down_to(self.max_open)
 
     def close(self) -> None:
@@ -391,6 +455,7 @@ class HandlePool:
             idle = [entry for entry in self._handles.values() if entry.pins == 0]
             for entry in idle:
                 del self._handles[entry.path]
+                self._descriptors -= entry.descriptors
             for entry in self._handles.values():
                 entry.doomed = True
         for entry in idle:
@@ -409,6 +474,9 @@ class HandlePool:
                 open_files=len(self._handles),
                 pinned_files=sum(1 for entry in self._handles.values() if entry.pins),
                 peak_open_files=self._peak,
+                hdf5_opens=self._hdf5_opens,
+                raw_opens=self._raw_opens,
+                open_descriptors=self._descriptors,
             )
 
     def open_paths(self) -> list[str]:
@@ -437,35 +505,60 @@ class HandlePool:
 
     def _close_evicted(self, entry: PooledFile) -> None:
         self._evictions += 1
+        self._descriptors -= entry.descriptors
         entry.close()
 
     def _evict_down_to(self, size: int) -> bool:
-        """Evict idle handles until at most ``size`` are open; False if all are pinned."""
-        while len(self._handles) > size:
+        """Evict idle handles until at most ``size`` descriptors are held; False if
+        every handle left is pinned."""
+        while self._descriptors > size:
             try:
                 self._handles.popitem()
             except KeyError:
                 return False
         return True
 
-    def _open_new(self, path: str) -> PooledFile:
-        if not self._evict_down_to(self.max_open - 1):
+    def _make_room(self, path: str, needed: int) -> None:
+        if not self._evict_down_to(self.max_open - needed):
             self._overflows += 1
             logger.warning(
                 "h5pool: all %d handles are pinned; opening %s beyond max_open",
                 len(self._handles),
                 path,
             )
+
+    def _open_new(self, path: str, *, raw: bool) -> PooledFile:
+        self._make_room(path, 1)
         if is_url(path):
+            self._hdf5_opens += 1
             return self._open_remote(path)
+        if raw:
+            fd = self._with_emfile_retry(path, lambda: _open_descriptor(path))
+            self._raw_opens += 1
+            return PooledFile(path, None, plain_descriptor=True, fd=fd)
+        handle = self._with_emfile_retry(path, lambda: self._open_hdf5(path))
+        return PooledFile(path, handle, plain_descriptor=self._plain_descriptor)
+
+    def _open_hdf5(self, path: str) -> h5py.File:
+        try:
+            handle = h5py.File(path, "r", **self.file_kwargs)
+        except OSError as exc:
+            if _is_emfile(exc):
+                raise
+            raise _open_error(path, exc) from exc
+        self._hdf5_opens += 1
+        return handle
+
+    def _with_emfile_retry(self, path: str, opener: Any) -> Any:
+        """``opener()``, closing idle handles and retrying while the process is out
+        of descriptors; :class:`DescriptorLimitError` once none is idle."""
         while True:
             try:
-                handle = h5py.File(path, "r", **self.file_kwargs)
-                return PooledFile(path, handle, plain_descriptor=self._plain_descriptor)
+                return opener()
             except OSError as exc:
                 if not _is_emfile(exc):
-                    raise _open_error(path, exc) from exc
-                if not self._evict_down_to(len(self._handles) - 1):
+                    raise
+                if not self._evict_down_to(self._descriptors - 1):
                     raise _descriptor_limit_error(path, len(self._handles)) from exc
                 self._emfile_retries += 1
 
@@ -479,6 +572,15 @@ class HandlePool:
             fileobj.close()
             raise remote_error(url, exc) from exc
         return PooledFile(url, handle, plain_descriptor=False, fileobj=fileobj)
+
+
+def _open_descriptor(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if _is_emfile(exc):
+            raise
+        raise _open_error(path, exc) from exc
 
 
 def _is_emfile(exc: OSError) -> bool:

@@ -1,16 +1,9 @@
-"""Reading rows of one dataset of one open file, one at a time or as a batch.
+"""Reading rows and members of one open file: ``pread`` of contiguous rows, and HDF5.
 
-Two paths, chosen once per (handle, dataset) when the handle is first used:
-
-* **Direct** — for contiguous, unfiltered, fixed-size numeric datasets on the
-  default ``sec2`` driver, the bytes of row ``r`` sit at ``offset + r * row_bytes``
-  in the file, so a row is one ``os.pread`` on HDF5's own descriptor: no
-  dataspace, no type conversion, no extra descriptor.  A batch reads each run
-  of consecutive rows with a single ``preadv``.
-* **HDF5** — everything else (chunked, compressed, virtual, external, strings,
-  other drivers) goes through h5py's low-level ``DatasetID.read`` with a
-  memory dataspace kept per reader, and a batch becomes one read of a union of
-  hyperslabs: at most one HDF5 read call per (file, key) per batch.
+* :func:`scatter_runs` reads rows of a contiguous dataset whose offset a byte
+  map gives: one ``preadv`` per run of consecutive rows, straight into the batch.
+* :class:`RowReader` is the HDF5 fallback for datasets without a byte map.
+* :func:`read_member` reads a whole dataset (the "members" layout).
 """
 
 from __future__ import annotations
@@ -50,20 +43,14 @@ def direct_offset(dataset: h5py.Dataset) -> int | None:
 
 
 class RowReader:
-    """Reads rows (slices along axis 0) of one dataset through one pooled handle."""
+    """Reads rows (slices along axis 0) of one dataset through HDF5.
 
-    __slots__ = (
-        "_dataset",
-        "_fd",
-        "_memory_space",
-        "_offset",
-        "dtype",
-        "key",
-        "length",
-        "path",
-        "row_bytes",
-        "row_shape",
-    )
+    The fallback for datasets without a byte map (see :mod:`h5pool.byte_map`):
+    one read of a union of hyperslabs per call, so HDF5 converts types, follows
+    virtual and external storage, and runs filters h5pool cannot undo.
+    """
+
+    __slots__ = ("_dataset", "dtype", "key", "length", "path", "row_shape")
 
     def __init__(self, entry: PooledFile, key: str) -> None:
         dataset = entry.dataset(key)
@@ -73,121 +60,25 @@ class RowReader:
         self.length = int(shape[0])
         self.row_shape: tuple[int, ...] = tuple(int(n) for n in shape[1:])
         self.dtype: np.dtype[Any] = dataset.dtype
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         self._dataset = dataset
-        fd = entry.raw_fd()
-        offset = direct_offset(dataset) if fd is not None else None
-        self._fd = fd if offset is not None else None
-        self._offset = offset or 0
-        self._memory_space = h5py.h5s.create_simple((1, *self.row_shape))
-
-    @property
-    def direct(self) -> bool:
-        return self._fd is not None
-
-    def read_row(self, row: int) -> npt.NDArray[Any]:
-        out = np.empty(self.row_shape, dtype=self.dtype)
-        try:
-            if self._fd is not None:
-                self._pread_into(out, self._offset + row * self.row_bytes)
-            elif self.dtype.kind in "OSUV" or self.row_bytes == 0:
-                out = np.asarray(self._dataset[row])
-            else:
-                # A fresh file space per call: a shared one would race between threads.
-                space = self._dataset.id.get_space()
-                space.select_hyperslab((row,) + (0,) * len(self.row_shape), (1, *self.row_shape))
-                self._dataset.id.read(self._memory_space, space, out)
-        except ReadError:
-            raise
-        except Exception as exc:
-            raise self._read_error(f"row {row}", exc) from exc
-        return out
 
     def read_rows(self, rows: IntArray) -> npt.NDArray[Any]:
-        """Rows ``rows`` (sorted, unique) stacked on axis 0, with one read per run."""
-        out = self.empty_rows(len(rows))
+        """Rows ``rows`` (sorted, unique) stacked on axis 0, in one HDF5 read."""
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
         if not len(rows):
             return out
-        if self._fd is not None:
-            self.read_rows_into(rows.tolist(), range(len(rows)), out)
-            return out
-        try:
-            if self.dtype.kind in "OSUV" or self.row_bytes == 0:
-                out[...] = self._dataset[rows]
-            else:
-                self._read_runs_hdf5(rows, out)
-        except ReadError:
-            raise
-        except Exception as exc:
-            raise self._read_error(f"rows {int(rows[0])}..{int(rows[-1])}", exc) from exc
+        if self.dtype.kind in "OSUV" or not out.nbytes:
+            out[...] = self._dataset[rows]
+        else:
+            self._read_runs_hdf5(rows, out)
         return out
 
-    def empty_rows(self, count: int) -> npt.NDArray[Any]:
-        return np.empty((count, *self.row_shape), dtype=self.dtype)
-
     def read_rows_into(
-        self,
-        rows: Sequence[int],
-        positions: Sequence[int],
-        out: npt.NDArray[Any],
-        out_bytes: memoryview | None = None,
+        self, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
     ) -> None:
-        """Read ``rows`` (sorted, repeats allowed) into ``out[positions]``.
-
-        The direct path reads each run of consecutive rows with one ``preadv``
-        whose buffers are the run's destination slots, so the bytes go from the
-        page cache straight to where the batch wants them.  ``out_bytes`` is
-        ``out`` as a flat byte view; a caller filling ``out`` from many files
-        makes it once.
-        """
-        try:
-            if self._fd is not None:
-                if self.row_bytes:
-                    if out_bytes is None:
-                        out_bytes = out.data.cast("B")
-                    self._scatter_runs_direct(rows, positions, out_bytes)
-                return
-            unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-            out[np.asarray(positions, dtype=np.int64)] = self.read_rows(unique)[inverse]
-        except ReadError:
-            raise
-        except Exception as exc:
-            raise self._read_error(f"rows {rows[0]}..{rows[-1]}", exc) from exc
-
-    # -- internals ------------------------------------------------------------------
-
-    def _scatter_runs_direct(
-        self, rows: Sequence[int], positions: Sequence[int], out_bytes: memoryview
-    ) -> None:
-        fd, base, row_bytes = self._fd, self._offset, self.row_bytes
-        assert fd is not None
-        first, count = 0, len(rows)
-        while first < count:
-            last = first + 1
-            while last < count and rows[last] == rows[last - 1] + 1:
-                last += 1
-            buffers = [
-                out_bytes[p * row_bytes : (p + 1) * row_bytes] for p in positions[first:last]
-            ]
-            wanted = row_bytes * (last - first)
-            got = os.preadv(fd, buffers, base + rows[first] * row_bytes)
-            if got != wanted:
-                raise ReadError(
-                    f"{self.path}: short read of {self.key!r} at row {rows[first]}: got {got} "
-                    f"of {wanted} bytes (file truncated or replaced?)",
-                    path=self.path,
-                )
-            first = last
-
-    def _pread_into(self, out: npt.NDArray[Any], offset: int) -> None:
-        assert self._fd is not None
-        got = os.preadv(self._fd, [out.data], offset)
-        if got != out.nbytes:
-            raise ReadError(
-                f"{self.path}: short read of {self.key!r} at byte {offset}: got {got} of "
-                f"{out.nbytes} bytes (file truncated or replaced?)",
-                path=self.path,
-            )
+        """Read ``rows`` (sorted, repeats allowed) into ``out[positions]``."""
+        unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        out[np.asarray(positions, dtype=np.int64)] = self.read_rows(unique)[inverse]
 
     def _read_runs_hdf5(self, rows: IntArray, out: npt.NDArray[Any]) -> None:
         run_starts, run_lengths = consecutive_runs(rows)
@@ -201,10 +92,35 @@ class RowReader:
         memory = h5py.h5s.create_simple(out.shape)
         self._dataset.id.read(memory, space, out)
 
-    def _read_error(self, what: str, exc: Exception) -> ReadError:
-        return ReadError(
-            f"{self.path}: reading {what} of {self.key!r} failed: {exc}", path=self.path
-        )
+
+def scatter_runs(
+    fd: int,
+    base: int,
+    row_bytes: int,
+    rows: Sequence[int],
+    positions: Sequence[int],
+    out_bytes: memoryview,
+) -> None:
+    """Read rows of a contiguous dataset at ``base`` into slots ``positions`` of a batch.
+
+    Each run of consecutive rows is one ``preadv`` whose buffers are the run's
+    destination slots, so the bytes go from the page cache straight to where
+    the batch wants them.  ``out_bytes`` is the batch array as flat bytes.
+    """
+    first, count = 0, len(rows)
+    while first < count:
+        last = first + 1
+        while last < count and rows[last] == rows[last - 1] + 1:
+            last += 1
+        buffers = [out_bytes[p * row_bytes : (p + 1) * row_bytes] for p in positions[first:last]]
+        wanted = row_bytes * (last - first)
+        got = os.preadv(fd, buffers, base + rows[first] * row_bytes)
+        if got != wanted:
+            raise OSError(
+                f"short read at row {rows[first]}: got {got} of {wanted} bytes "
+                "(file truncated or replaced?)"
+            )
+        first = last
 
 
 def consecutive_runs(rows: IntArray) -> tuple[IntArray, IntArray]:

@@ -1,0 +1,138 @@
+"""Reading rows of chunked datasets through their byte maps, with a decoded-chunk cache.
+
+Why a cache: in block order the rows of one chunk arrive spread over several
+batches; without it every batch would inflate the same chunk again.  Each
+chunk is decoded at most once per batch (rows are grouped by chunk first), and
+the cache keeps decoded chunks across batches up to a byte budget per process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cachetools
+import numpy as np
+import numpy.typing as npt
+
+from h5pool.byte_map import KeySpec, chunk_grid
+from h5pool.decode import decode_chunk
+
+#: Default budget of the decoded-chunk cache, per process and dataset: 64 MiB
+#: holds 2,048 chunks of 32 KiB, several blocks' worth in block order.
+DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ChunkGeometry:
+    """What decoding a spec's chunks needs, worked out once per spec."""
+
+    spec: KeySpec
+    dtype: np.dtype[Any]
+    chunk_shape: tuple[int, ...]
+    chunk_bytes: int
+    fill_chunk: npt.NDArray[Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, spec: KeySpec) -> ChunkGeometry:
+        dtype = spec.numpy_dtype
+        fill = np.frombuffer(bytes.fromhex(spec.fill), dtype=dtype)[0]
+        chunk = np.full(spec.chunk_shape, fill, dtype=dtype)
+        chunk.flags.writeable = False
+        return cls(spec, dtype, spec.chunk_shape, chunk.nbytes, chunk)
+
+
+class DecodedChunks:
+    """A thread-safe LRU of decoded chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._cache: cachetools.LRUCache[Any, npt.NDArray[Any]] = cachetools.LRUCache(
+            maxsize=max(max_bytes, 1), getsizeof=lambda chunk: max(chunk.nbytes, 1)
+        )
+        self._lock = threading.Lock()
+        self.decoded = 0
+        self.hits = 0
+
+    def get(self, key: Any) -> npt.NDArray[Any] | None:
+        with self._lock:
+            chunk = self._cache.get(key)
+            if chunk is not None:
+                self.hits += 1
+            return chunk
+
+    def put(self, key: Any, chunk: npt.NDArray[Any]) -> None:
+        with self._lock:
+            self.decoded += 1
+            if self.max_bytes > 0 and chunk.nbytes <= self.max_bytes:
+                self._cache[key] = chunk
+
+
+def read_chunk(
+    fd: int, table_row: npt.NDArray[np.int64], geometry: ChunkGeometry
+) -> npt.NDArray[Any]:
+    """One chunk, read at its file offset and decoded; the fill value if never written."""
+    offset, size, mask = (int(v) for v in table_row)
+    if offset < 0:
+        return geometry.fill_chunk
+    raw = os.pread(fd, size, offset)
+    if len(raw) != size:
+        raise OSError(f"short read of a chunk at byte {offset}: got {len(raw)} of {size} bytes")
+    data = decode_chunk(raw, geometry.spec.filters, mask, geometry.chunk_bytes)
+    return np.frombuffer(data, dtype=geometry.dtype).reshape(geometry.chunk_shape)
+
+
+def read_chunked_rows(
+    fd: int,
+    rows: Sequence[int],
+    positions: Sequence[int],
+    out: npt.NDArray[Any],
+    *,
+    file_rows: int,
+    table: npt.NDArray[np.int64],
+    geometry: ChunkGeometry,
+    cache: DecodedChunks,
+    cache_key: tuple[int, int],
+) -> None:
+    """Copy ``rows`` (sorted) of one file's chunked dataset into ``out[positions]``.
+
+    ``table`` is the file's chunk table (row-major over the chunk grid);
+    ``cache_key`` names the (file, key) in the decoded-chunk cache.
+    """
+    spec = geometry.spec
+    grid = chunk_grid(spec, file_rows)
+    inner_grid = grid[1:]
+    per_chunk_row = int(np.prod(inner_grid, dtype=np.int64))
+    rows_array = np.asarray(rows, dtype=np.int64)
+    positions_array = np.asarray(positions, dtype=np.int64)
+    first_axis = geometry.chunk_shape[0]
+    chunk_rows = rows_array // first_axis
+    breaks = [0, *(np.flatnonzero(np.diff(chunk_rows)) + 1).tolist(), len(rows_array)]
+    whole_row = per_chunk_row == 1 and spec.row_shape == geometry.chunk_shape[1:]
+    for begin, end in itertools.pairwise(breaks):
+        chunk_row = int(chunk_rows[begin])
+        local = rows_array[begin:end] - chunk_row * first_axis
+        targets = positions_array[begin:end]
+        for inner_number, inner_index in enumerate(np.ndindex(*inner_grid)):
+            number = chunk_row * per_chunk_row + inner_number
+            key = (*cache_key, number)
+            chunk = cache.get(key)
+            if chunk is None:
+                chunk = read_chunk(fd, table[number], geometry)
+                cache.put(key, chunk)
+            if whole_row:
+                out[targets] = chunk[local]
+                continue
+            destination: list[Any] = [targets]
+            source: list[Any] = [local]
+            for axis, block in enumerate(inner_index):
+                size = geometry.chunk_shape[axis + 1]
+                start = block * size
+                stop = min(start + size, spec.row_shape[axis])
+                destination.append(slice(start, stop))
+                source.append(slice(0, stop - start))
+            out[tuple(destination)] = chunk[tuple(source)]
