@@ -197,7 +197,10 @@ def _unmappable_reason(dataset: h5py.Dataset, path: str, local: bool) -> str:
         return f"type {dtype} is not a fixed-size number"
     file_type = dataset.id.get_type()
     try:
-        same = file_type.equal(h5py.h5t.py_create(dtype)) and file_type.get_size() == dtype.itemsize
+        same = (
+            file_type.equal(h5py.h5t.py_create(dtype, logical=True))
+            and file_type.get_size() == dtype.itemsize
+        )
     except (TypeError, ValueError):
         same = False
     if not same:
