@@ -148,10 +148,14 @@ def cases() -> list[Any]:
     for dtype in DTYPES:
         for shape in SHAPES:
             for storage in ("contiguous", "chunked-edges", "gzip4-shuffle"):
-                found.append(pytest.param(dtype, shape, storage, id=f"{dtype}-{len(shape)}d-{storage}"))
+                found.append(
+                    pytest.param(dtype, shape, storage, id=f"{dtype}-{len(shape)}d-{storage}")
+                )
     for storage, (dtype, _) in STORAGE.items():
         for shape in ((ROWS, 5), (ROWS, 3, 4)):
-            found.append(pytest.param(dtype or "<f4", shape, storage, id=f"{storage}-{len(shape)}d"))
+            found.append(
+                pytest.param(dtype or "<f4", shape, storage, id=f"{storage}-{len(shape)}d")
+            )
     for name, (dtype, _) in SPECIAL.items():
         found.append(pytest.param(dtype, (ROWS, 3), name, id=name))
     return found
@@ -205,11 +209,13 @@ def check_batch(ds: PooledH5Dataset, expected: list[np.ndarray], indices: list[i
 
 
 @pytest.mark.parametrize(("dtype", "shape", "storage"), cases())
-def test_every_path_equals_h5py(tmp_path: Path, dtype: Any, shape: tuple[int, ...], storage: str) -> None:
+def test_every_path_equals_h5py(
+    tmp_path: Path, dtype: Any, shape: tuple[int, ...], storage: str
+) -> None:
     paths = write_case(tmp_path / "case", dtype, shape, storage)
     expected = expected_rows(paths)
     everything = list(range(len(expected)))
-    shuffled = list(np.random.default_rng(1).permutation(everything)) + [3, 3, 20, 0]
+    shuffled = [*np.random.default_rng(1).permutation(everything).tolist(), 3, 3, 20, 0]
     for threads, cache in ((1, 64 << 20), (2, 64 << 20), (2, 0)):
         ds = PooledH5Dataset(paths, "x", max_open=1, num_threads=threads, chunk_cache_bytes=cache)
         for index in everything:
@@ -236,7 +242,9 @@ def gzip_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], li
     return paths, expected_rows(paths)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     indices=st.lists(st.integers(0, 57), min_size=1, max_size=80),
     threads=st.sampled_from([1, 2, 3]),

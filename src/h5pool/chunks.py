@@ -27,6 +27,14 @@ from h5pool.decode import decode_chunk
 DEFAULT_CHUNK_CACHE_BYTES = 64 << 20
 
 
+class ChunkReadError(ValueError):
+    """A chunk that could not be read or decoded; ``row`` is the first row that needs it."""
+
+    def __init__(self, message: str, *, row: int) -> None:
+        super().__init__(message)
+        self.row = row
+
+
 @dataclass(frozen=True)
 class ChunkGeometry:
     """What decoding a spec's chunks needs, worked out once per spec."""
@@ -122,7 +130,13 @@ def read_chunked_rows(
             key = (*cache_key, number)
             chunk = cache.get(key)
             if chunk is None:
-                chunk = read_chunk(fd, table[number], geometry)
+                try:
+                    chunk = read_chunk(fd, table[number], geometry)
+                except Exception as exc:
+                    raise ChunkReadError(
+                        f"chunk {number} at byte {int(table[number][0])}: {exc}",
+                        row=int(rows_array[begin]),
+                    ) from exc
                 cache.put(key, chunk)
             if whole_row:
                 out[targets] = chunk[local]

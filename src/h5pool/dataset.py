@@ -266,7 +266,7 @@ class PooledH5Dataset(Dataset[Any]):
         except LayoutError:
             raise
         except CorpusError as exc:
-            failed = _flat(indices)[_position_of(self.index.files, exc, file_numbers)]
+            failed = _flat(indices)[_position_of(self.index.files, exc, file_numbers, rows)]
             raise _naming_sample(exc, failed) from (exc.__cause__ or exc)
 
     def _untransformed(self, index: int) -> Sample:
@@ -317,12 +317,14 @@ def _flat(indices: Indices) -> list[int]:
     return [int(i) for i in np.asarray(indices).reshape(-1).tolist()]
 
 
-def _position_of(files: list[str], exc: CorpusError, file_numbers: IntArray) -> int:
-    """The first request position whose file is the one an error names (else 0)."""
+def _position_of(files: list[str], exc: CorpusError, file_numbers: IntArray, rows: IntArray) -> int:
+    """The first request position of the file (and row) an error names, else 0."""
     if exc.path in files:
-        matches = np.flatnonzero(file_numbers == files.index(exc.path))
-        if len(matches):
-            return int(matches[0])
+        matches = file_numbers == files.index(exc.path)
+        if exc.row is not None and (matches & (rows == exc.row)).any():
+            matches &= rows == exc.row
+        if matches.any():
+            return int(np.flatnonzero(matches)[0])
     return 0
 
 

@@ -188,9 +188,9 @@ class ReadEngine:
         except BaseException as exc:
             error = exc
         for future in futures:  # always wait: no thread may write into a dead batch
-            exc = future.exception()
-            if exc is not None and error is None:
-                error = exc
+            failure = future.exception()
+            if failure is not None and error is None:
+                error = failure
         if error is not None:
             raise error
 
@@ -236,10 +236,12 @@ class ReadEngine:
                 except CorpusError:
                     raise
                 except Exception as exc:
-                    raise ReadError(
-                        f"{path}: reading rows {rows[0]}..{rows[-1]} of {key!r} failed: {exc}",
-                        path=path,
-                    ) from exc
+                    row = getattr(exc, "row", rows[0])
+                    error = ReadError(
+                        f"{path}: reading row {row} of {key!r} failed: {exc}", path=path
+                    )
+                    error.row = row
+                    raise error from exc
         finally:
             self.pool.release(entry)
 

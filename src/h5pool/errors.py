@@ -19,6 +19,8 @@ class CorpusError(Exception):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+        #: The file's row (local sample index) that failed, where one did.
+        self.row: int | None = None
 
     def __str__(self) -> str:
         # KeyError's str() adds quotes around the message; keep messages plain.

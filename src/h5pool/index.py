@@ -24,7 +24,7 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from h5pool.byte_map import FileKeyMap, KeyMaps, KeySpec, map_dataset
-from h5pool.errors import CorpusError, LayoutError, MissingKeyError
+from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
@@ -130,7 +130,7 @@ class CorpusIndex:
                 sizes=self.sizes,
                 mtimes=self.mtimes,
                 members=self.members,
-                **arrays,
+                **arrays,  # type: ignore[arg-type]
             )
 
     @classmethod
@@ -214,12 +214,23 @@ def scan_file(
         if layout == "rows":
             count = count_rows(entry, keys)
             local = pool.plain_descriptor and not is_url(path)
-            maps = tuple(map_dataset(entry.dataset(key), path, local=local) for key in keys)
+            maps = tuple(_map_key(entry, key, local) for key in keys)
             return FileEntry(count, size, mtime, maps=maps)
         names = member_names(entry, group)
         return FileEntry(len(names), size, mtime, tuple(names))
     finally:
         pool.release(entry)
+
+
+def _map_key(entry: PooledFile, key: str, local: bool) -> FileKeyMap:
+    """The key's byte map; a dataset HDF5 cannot describe is an unreadable file."""
+    dataset = entry.dataset(key)
+    try:
+        return map_dataset(dataset, entry.path, local=local)
+    except Exception as exc:
+        raise UnreadableFileError(
+            f"{entry.path}: cannot read the storage of {key!r}: {exc}", path=entry.path
+        ) from exc
 
 
 def build_index(
