@@ -139,11 +139,15 @@ def test_info_reports_datasets_and_bad_files(tmp_path: Path) -> None:
     summary = json.loads(out.read_text())
     assert summary["files"] == 5 and summary["good_files"] == 4
     assert summary["samples"] == 20
-    assert summary["datasets"]["data"]["direct_read_files"] == 3  # not the gzip one
+    assert summary["datasets"]["data"]["read_paths"] == {
+        "byte map (contiguous, pread)": 3,
+        "byte map (chunks (2, 2), decoded: deflate)": 1,
+    }
     assert summary["datasets"]["data"]["files"] == 4
     assert [b["path"] for b in summary["bad_files"]] == [str(corpus / "broken.h5")]
     assert "not an HDF5 file" in result.stdout
-    assert "direct pread in 3 of 4 files" in result.stdout
+    assert "byte map (contiguous, pread) in 3 of 4 files" in result.stdout
+    assert "decoded: deflate) in 1 of 4 files" in result.stdout
 
 
 def test_index_then_dataset_uses_cache(tmp_path: Path) -> None:

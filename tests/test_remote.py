@@ -239,7 +239,7 @@ def test_cli_info_and_bench_accept_urls(s3: S3Server) -> None:
     assert info.returncode == 0, info.stderr
     assert f"files: {FILES:,} ({FILES:,} readable)" in info.stdout
     assert f"samples along axis 0 of 'label': {FILES * ROWS:,}" in info.stdout
-    assert "read through HDF5" in info.stdout  # no descriptor to pread remotely
+    assert "read by HDF5 (remote file" in info.stdout  # no descriptor to pread remotely
     bench = run_cli(
         "bench",
         "s3://corpus/shards/shard_00[0-3]*.h5",

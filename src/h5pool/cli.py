@@ -22,10 +22,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from h5pool import __version__, bench, synthetic
+from h5pool.byte_map import map_dataset
 from h5pool.dataset import PooledH5Dataset
 from h5pool.errors import CorpusError, DescriptorLimitError
 from h5pool.pool import HandlePool
-from h5pool.readers import direct_offset
 from h5pool.remote import Filesystems
 from h5pool.sources import expand_files
 
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         help="describe a corpus: files, samples, datasets, bad files",
         description="Scan the files and summarise their datasets: shape, dtype, chunking, "
-        "compression and whether h5pool's direct read path applies.",
+        "compression, and how h5pool reads each: through a byte map (pread, chunks decoded by "
+        "h5pool) or through HDF5, and why.",
     )
     info.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
     info.add_argument("--key", help="count samples along axis 0 of this dataset")
@@ -379,14 +380,15 @@ def describe_corpus(
             total_bytes += pool.stamp(path)[0]
             entry = pool.acquire(path)
             try:
+                local = pool.plain_descriptor and entry.raw_fd() is not None
                 for name, node in _datasets_of(entry.file):
                     seen = datasets.get(name)
-                    direct = entry.raw_fd() is not None and direct_offset(node) is not None
+                    read_path = map_dataset(node, path, local=local).spec.describe()
                     if seen is None:
-                        datasets[name] = describe_dataset(node, direct)
+                        seen = datasets[name] = describe_dataset(node)
                     else:
                         seen["files"] += 1
-                        seen["direct_read_files"] += direct
+                    seen["read_paths"][read_path] = seen["read_paths"].get(read_path, 0) + 1
                 if key is not None:
                     samples += int(entry.dataset(key).shape[0])
             finally:
@@ -418,14 +420,14 @@ def _datasets_of(file: h5py.File) -> list[tuple[str, h5py.Dataset]]:
     return found
 
 
-def describe_dataset(dataset: h5py.Dataset, direct: bool) -> dict[str, Any]:
+def describe_dataset(dataset: h5py.Dataset) -> dict[str, Any]:
     return {
         "files": 1,
         "shape": list(dataset.shape) if dataset.shape is not None else None,
         "dtype": str(dataset.dtype),
         "chunks": list(dataset.chunks) if dataset.chunks else None,
         "compression": dataset.compression,
-        "direct_read_files": int(direct),
+        "read_paths": {},
     }
 
 
@@ -441,18 +443,15 @@ def format_info(summary: dict[str, Any]) -> str:
         layout = f"chunks {tuple(info['chunks'])}" if info["chunks"] else "contiguous"
         if info["compression"]:
             layout += f", {info['compression']}"
-        direct, files = info["direct_read_files"], info["files"]
-        path = (
-            "direct pread"
-            if direct == files
-            else "through HDF5"
-            if not direct
-            else f"direct pread in {direct:,} of {files:,} files"
+        files = info["files"]
+        paths = info["read_paths"]
+        how = "; ".join(
+            text if count == files else f"{text} in {count:,} of {files:,} files"
+            for text, count in sorted(paths.items(), key=lambda item: -item[1])
         )
         shape = tuple(info["shape"]) if info["shape"] is not None else "null"
         lines.append(
-            f"  {name}: shape {shape} {info['dtype']}, {layout}; read {path}; "
-            f"in {info['files']:,} files"
+            f"  {name}: shape {shape} {info['dtype']}, {layout}; in {files:,} files; read by {how}"
         )
     if summary["bad_files"]:
         lines.append(f"bad files: {len(summary['bad_files'])}")
