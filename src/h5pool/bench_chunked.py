@@ -90,7 +90,8 @@ def floor(ds: PooledH5Dataset, key: str, batches: Sequence[IntArray]) -> float:
     try:
         for batch in batches:
             numbers, rows = ds.index.locate_many(batch)
-            for number, chunk in set(zip(numbers.tolist(), (rows // chunk_rows).tolist())):
+            pairs = zip(numbers.tolist(), (rows // chunk_rows).tolist(), strict=True)
+            for number, chunk in set(pairs):
                 if (number, chunk) in cache:
                     continue
                 fd = descriptors.get(number)

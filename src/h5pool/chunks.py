@@ -19,7 +19,7 @@ import cachetools
 import numpy as np
 import numpy.typing as npt
 
-from h5pool.byte_map import KeySpec, chunk_grid
+from h5pool.byte_map import KeySpec
 from h5pool.decode import decode_chunk
 
 #: Default budget of the decoded-chunk cache, per process and dataset: 64 MiB
@@ -37,12 +37,20 @@ class ChunkReadError(ValueError):
 
 @dataclass(frozen=True)
 class ChunkGeometry:
-    """What decoding a spec's chunks needs, worked out once per spec."""
+    """What decoding and placing a spec's chunks needs, worked out once per spec.
+
+    ``inner_grid`` is the number of chunks along each axis after the first:
+    it depends on the row shape only, so it is the same for every file.
+    ``whole_rows`` means one chunk holds whole rows (the common case), which
+    lets a row be copied with one assignment.
+    """
 
     spec: KeySpec
     dtype: np.dtype[Any]
     chunk_shape: tuple[int, ...]
     chunk_bytes: int
+    inner_grid: tuple[int, ...]
+    whole_rows: bool
     fill_chunk: npt.NDArray[Any] = field(repr=False)
 
     @classmethod
@@ -51,7 +59,9 @@ class ChunkGeometry:
         fill = np.frombuffer(bytes.fromhex(spec.fill), dtype=dtype)[0]
         chunk = np.full(spec.chunk_shape, fill, dtype=dtype)
         chunk.flags.writeable = False
-        return cls(spec, dtype, spec.chunk_shape, chunk.nbytes, chunk)
+        inner = tuple(-(-n // c) for n, c in zip(spec.row_shape, spec.chunk_shape[1:], strict=True))
+        whole = spec.row_shape == spec.chunk_shape[1:]
+        return cls(spec, dtype, spec.chunk_shape, chunk.nbytes, inner, whole, chunk)
 
 
 class DecodedChunks:
@@ -84,7 +94,7 @@ def read_chunk(
     fd: int, table_row: npt.NDArray[np.int64], geometry: ChunkGeometry
 ) -> npt.NDArray[Any]:
     """One chunk, read at its file offset and decoded; the fill value if never written."""
-    offset, size, mask = (int(v) for v in table_row)
+    offset, size, mask = table_row.tolist()
     if offset < 0:
         return geometry.fill_chunk
     raw = os.pread(fd, size, offset)
@@ -94,59 +104,80 @@ def read_chunk(
     return np.frombuffer(data, dtype=geometry.dtype).reshape(geometry.chunk_shape)
 
 
+class ChunkSource:
+    """The chunks of one (file, key): decoded on first use, then from the cache."""
+
+    __slots__ = ("cache", "cache_key", "fd", "geometry", "table")
+
+    def __init__(
+        self,
+        fd: int,
+        table: npt.NDArray[np.int64],
+        geometry: ChunkGeometry,
+        cache: DecodedChunks,
+        cache_key: tuple[int, int],
+    ) -> None:
+        self.fd, self.table, self.geometry = fd, table, geometry
+        self.cache, self.cache_key = cache, cache_key
+
+    def chunk(self, number: int, first_row: int) -> npt.NDArray[Any]:
+        key = (*self.cache_key, number)
+        chunk = self.cache.get(key)
+        if chunk is None:
+            try:
+                chunk = read_chunk(self.fd, self.table[number], self.geometry)
+            except Exception as exc:
+                raise ChunkReadError(
+                    f"chunk {number} at byte {int(self.table[number][0])}: {exc}", row=first_row
+                ) from exc
+            self.cache.put(key, chunk)
+        return chunk
+
+
 def read_chunked_rows(
-    fd: int,
-    rows: Sequence[int],
-    positions: Sequence[int],
-    out: npt.NDArray[Any],
-    *,
-    file_rows: int,
-    table: npt.NDArray[np.int64],
-    geometry: ChunkGeometry,
-    cache: DecodedChunks,
-    cache_key: tuple[int, int],
+    source: ChunkSource, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
 ) -> None:
     """Copy ``rows`` (sorted) of one file's chunked dataset into ``out[positions]``.
 
-    ``table`` is the file's chunk table (row-major over the chunk grid);
-    ``cache_key`` names the (file, key) in the decoded-chunk cache.
+    Rows are taken chunk by chunk, so each chunk is fetched once per call.
     """
-    spec = geometry.spec
-    grid = chunk_grid(spec, file_rows)
-    inner_grid = grid[1:]
+    geometry = source.geometry
+    first_axis = geometry.chunk_shape[0]
+    if geometry.whole_rows:
+        current, chunk = -1, geometry.fill_chunk
+        for row, position in zip(rows, positions, strict=True):
+            number = row // first_axis
+            if number != current:
+                current, chunk = number, source.chunk(number, row)
+            out[position, ...] = chunk[row - number * first_axis, ...]
+        return
+    _read_partial_rows(source, rows, positions, out)
+
+
+def _read_partial_rows(
+    source: ChunkSource, rows: Sequence[int], positions: Sequence[int], out: npt.NDArray[Any]
+) -> None:
+    """The general case: a row spans several chunks, some cut short at the edges."""
+    geometry = source.geometry
+    inner_grid = geometry.inner_grid
     per_chunk_row = int(np.prod(inner_grid, dtype=np.int64))
     rows_array = np.asarray(rows, dtype=np.int64)
     positions_array = np.asarray(positions, dtype=np.int64)
     first_axis = geometry.chunk_shape[0]
     chunk_rows = rows_array // first_axis
     breaks = [0, *(np.flatnonzero(np.diff(chunk_rows)) + 1).tolist(), len(rows_array)]
-    whole_row = per_chunk_row == 1 and spec.row_shape == geometry.chunk_shape[1:]
     for begin, end in itertools.pairwise(breaks):
         chunk_row = int(chunk_rows[begin])
         local = rows_array[begin:end] - chunk_row * first_axis
         targets = positions_array[begin:end]
         for inner_number, inner_index in enumerate(np.ndindex(*inner_grid)):
-            number = chunk_row * per_chunk_row + inner_number
-            key = (*cache_key, number)
-            chunk = cache.get(key)
-            if chunk is None:
-                try:
-                    chunk = read_chunk(fd, table[number], geometry)
-                except Exception as exc:
-                    raise ChunkReadError(
-                        f"chunk {number} at byte {int(table[number][0])}: {exc}",
-                        row=int(rows_array[begin]),
-                    ) from exc
-                cache.put(key, chunk)
-            if whole_row:
-                out[targets] = chunk[local]
-                continue
+            chunk = source.chunk(chunk_row * per_chunk_row + inner_number, int(rows_array[begin]))
             destination: list[Any] = [targets]
-            source: list[Any] = [local]
+            sources: list[Any] = [local]
             for axis, block in enumerate(inner_index):
                 size = geometry.chunk_shape[axis + 1]
                 start = block * size
-                stop = min(start + size, spec.row_shape[axis])
+                stop = min(start + size, geometry.spec.row_shape[axis])
                 destination.append(slice(start, stop))
-                source.append(slice(0, stop - start))
-            out[tuple(destination)] = chunk[tuple(source)]
+                sources.append(slice(0, stop - start))
+            out[tuple(destination)] = chunk[tuple(sources)]

@@ -49,16 +49,8 @@ def inflate(data: bytes, params: Sequence[int], nbytes: int) -> bytes:
     return _inflate(data, 15, max(nbytes, 1))
 
 
-def inflate_stdlib(data: bytes, params: Sequence[int], nbytes: int) -> bytes:
-    """The standard library's inflate, kept for differential tests of the fast one."""
-    return zlib.decompress(data, 15, max(nbytes, 1))
-
-
-def unshuffle(data: Any, params: Sequence[int], nbytes: int) -> Any:
-    """Undo HDF5's byte shuffle: byte ``b`` of element ``i`` sits at ``b * count + i``.
-
-    Bytes past the last whole element are stored as they are.
-    """
+def unshuffle_numpy(data: Any, params: Sequence[int], nbytes: int) -> Any:
+    """numpy's unshuffle alone, kept for differential tests of the compiled one."""
     itemsize = int(params[0]) if params else 1
     raw = np.frombuffer(data, dtype=np.uint8)
     if itemsize <= 1 or raw.size < itemsize:
@@ -69,6 +61,45 @@ def unshuffle(data: Any, params: Sequence[int], nbytes: int) -> Any:
     out[:whole].reshape(count, itemsize)[...] = raw[:whole].reshape(itemsize, count).T
     out[whole:] = raw[whole:]
     return out
+
+
+def inflate_stdlib(data: bytes, params: Sequence[int], nbytes: int) -> bytes:
+    """The standard library's inflate, kept for differential tests of the fast one."""
+    return zlib.decompress(data, 15, max(nbytes, 1))
+
+
+def _numcodecs_shuffle() -> Callable[[int], Any] | None:
+    try:
+        shuffle = importlib.import_module("numcodecs.shuffle")
+    except ImportError:
+        return None
+    codecs: dict[int, Any] = {}
+
+    def codec(itemsize: int) -> Any:
+        found = codecs.get(itemsize)
+        if found is None:
+            found = codecs[itemsize] = shuffle.Shuffle(elementsize=itemsize)
+        return found
+
+    return codec
+
+
+_shuffle_codec = _numcodecs_shuffle()
+
+
+def unshuffle(data: Any, params: Sequence[int], nbytes: int) -> Any:
+    """Undo HDF5's byte shuffle: byte ``b`` of element ``i`` sits at ``b * count + i``.
+
+    Bytes past the last whole element are stored as they are.  numcodecs'
+    compiled shuffle, when installed, is 2-3x faster than numpy's transpose.
+    """
+    itemsize = int(params[0]) if params else 1
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if itemsize <= 1 or raw.size < itemsize:
+        return data
+    if _shuffle_codec is not None and raw.size % itemsize == 0:
+        return _shuffle_codec(itemsize).decode(raw)
+    return unshuffle_numpy(raw, params, nbytes)
 
 
 def _numcodecs(name: str) -> Decoder | None:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps, chunk_count
-from h5pool.chunks import ChunkGeometry, DecodedChunks, read_chunked_rows
+from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps
+from h5pool.chunks import ChunkGeometry, ChunkSource, DecodedChunks, read_chunked_rows
 from h5pool.decode import decodable_reason
 from h5pool.errors import (
     CorpusError,
@@ -258,20 +258,10 @@ class ReadEngine:
         key_maps = self._maps[number]
         geometry = self._geometry[number][spec_id]
         assert geometry is not None
-        file_rows = int(self.index.counts[file_number])
         start = int(key_maps.positions[file_number])
-        table = key_maps.chunks[start : start + chunk_count(geometry.spec, file_rows)]
-        read_chunked_rows(
-            fd,
-            rows,
-            positions,
-            out,
-            file_rows=file_rows,
-            table=table,
-            geometry=geometry,
-            cache=self.chunks,
-            cache_key=(file_number, number),
-        )
+        table = key_maps.chunks[start:]  # a view: the file's chunks come first
+        source = ChunkSource(fd, table, geometry, self.chunks, (file_number, number))
+        read_chunked_rows(source, rows, positions, out)
 
     def _check_stamp(self, entry: PooledFile, file_number: int) -> None:
         """Refuse a file replaced or rewritten since it was indexed; once per open."""
