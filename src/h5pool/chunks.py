@@ -83,6 +83,10 @@ class DecodedChunks:
                 self.hits += 1
             return chunk
 
+    def contains(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._cache
+
     def put(self, key: Any, chunk: npt.NDArray[Any]) -> None:
         with self._lock:
             self.decoded += 1
@@ -90,24 +94,32 @@ class DecodedChunks:
                 self._cache[key] = chunk
 
 
-def read_chunk(
-    fd: int, table_row: npt.NDArray[np.int64], geometry: ChunkGeometry
-) -> npt.NDArray[Any]:
-    """One chunk, read at its file offset and decoded; the fill value if never written."""
+def read_raw_chunk(fd: int, table_row: npt.NDArray[np.int64]) -> tuple[bytes, int] | None:
+    """A chunk's stored bytes and filter mask; ``None`` if it was never written."""
     offset, size, mask = table_row.tolist()
     if offset < 0:
-        return geometry.fill_chunk
+        return None
     raw = os.pread(fd, size, offset)
     if len(raw) != size:
         raise OSError(f"short read of a chunk at byte {offset}: got {len(raw)} of {size} bytes")
-    data = decode_chunk(raw, geometry.spec.filters, mask, geometry.chunk_bytes)
+    return raw, mask
+
+
+def decode_raw_chunk(
+    stored: tuple[bytes, int] | None, geometry: ChunkGeometry, *, threaded: bool = False
+) -> npt.NDArray[Any]:
+    if stored is None:
+        return geometry.fill_chunk
+    raw, mask = stored
+    data = decode_chunk(raw, geometry.spec.filters, mask, geometry.chunk_bytes, threaded=threaded)
     return np.frombuffer(data, dtype=geometry.dtype).reshape(geometry.chunk_shape)
 
 
 class ChunkSource:
-    """The chunks of one (file, key): decoded on first use, then from the cache."""
+    """The chunks of one (file, key): from this batch's prefetched chunks, the
+    cache, or read and decoded now (then cached)."""
 
-    __slots__ = ("cache", "cache_key", "fd", "geometry", "table")
+    __slots__ = ("cache", "cache_key", "fd", "geometry", "prefetched", "table")
 
     def __init__(
         self,
@@ -116,22 +128,45 @@ class ChunkSource:
         geometry: ChunkGeometry,
         cache: DecodedChunks,
         cache_key: tuple[int, int],
+        prefetched: dict[Any, npt.NDArray[Any]] | None = None,
     ) -> None:
         self.fd, self.table, self.geometry = fd, table, geometry
         self.cache, self.cache_key = cache, cache_key
+        self.prefetched = prefetched
 
     def chunk(self, number: int, first_row: int) -> npt.NDArray[Any]:
         key = (*self.cache_key, number)
-        chunk = self.cache.get(key)
+        chunk = self.prefetched.get(key) if self.prefetched else None
+        if chunk is None:
+            chunk = self.cache.get(key)
         if chunk is None:
             try:
-                chunk = read_chunk(self.fd, self.table[number], self.geometry)
+                chunk = decode_raw_chunk(read_raw_chunk(self.fd, self.table[number]), self.geometry)
             except Exception as exc:
                 raise ChunkReadError(
                     f"chunk {number} at byte {int(self.table[number][0])}: {exc}", row=first_row
                 ) from exc
             self.cache.put(key, chunk)
         return chunk
+
+    def missing(self, rows: Sequence[int]) -> list[tuple[int, int]]:
+        """``(chunk number, first row needing it)`` of the chunks ``rows`` need that
+        are not cached yet."""
+        geometry = self.geometry
+        first_axis = geometry.chunk_shape[0]
+        per_chunk_row = int(np.prod(geometry.inner_grid, dtype=np.int64))
+        found: list[tuple[int, int]] = []
+        last = -1
+        for row in rows:
+            chunk_row = row // first_axis
+            if chunk_row == last:
+                continue
+            last = chunk_row
+            for inner in range(per_chunk_row):
+                number = chunk_row * per_chunk_row + inner
+                if not self.cache.contains((*self.cache_key, number)):
+                    found.append((number, row))
+        return found
 
 
 def read_chunked_rows(

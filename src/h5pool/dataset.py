@@ -91,7 +91,7 @@ class PooledH5Dataset(Dataset[Any]):
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
-        #: Threads that read one batch; None: 1 in a DataLoader worker, else the cores (≤ 8).
+        #: Threads that read one batch (None: 1, see h5pool.engine.default_num_threads).
         self.num_threads = num_threads
         #: Byte budget of the per-process cache of decoded chunks.
         self.chunk_cache_bytes = chunk_cache_bytes

@@ -162,9 +162,13 @@ def decodable_reason(filters: FilterPipeline) -> str:
     return ""
 
 
-def decode_chunk(raw: bytes, filters: FilterPipeline, mask: int, nbytes: int) -> Any:
+def decode_chunk(
+    raw: bytes, filters: FilterPipeline, mask: int, nbytes: int, *, threaded: bool = False
+) -> Any:
     """The chunk's bytes with every filter not masked out undone, last filter first.
 
+    ``threaded``: the caller runs beside other decoding threads, so unshuffle
+    with numpy, which releases the GIL (numcodecs' faster shuffle holds it).
     Raises ``ValueError`` when the result is not ``nbytes`` long (a corrupt chunk).
     """
     data: Any = raw
@@ -172,7 +176,7 @@ def decode_chunk(raw: bytes, filters: FilterPipeline, mask: int, nbytes: int) ->
         if mask & (1 << position):
             continue
         filter_id, params = filters[position]
-        undo = decoder(filter_id)
+        undo = unshuffle_numpy if threaded and filter_id == SHUFFLE else decoder(filter_id)
         if undo is None:
             raise ValueError(decodable_reason([filters[position]]))
         data = undo(data, params, nbytes)

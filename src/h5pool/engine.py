@@ -26,7 +26,14 @@ import numpy as np
 import numpy.typing as npt
 
 from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps
-from h5pool.chunks import ChunkGeometry, ChunkSource, DecodedChunks, read_chunked_rows
+from h5pool.chunks import (
+    ChunkGeometry,
+    ChunkSource,
+    DecodedChunks,
+    decode_raw_chunk,
+    read_chunked_rows,
+    read_raw_chunk,
+)
 from h5pool.decode import decodable_reason
 from h5pool.errors import (
     CorpusError,
@@ -49,17 +56,15 @@ THREADED_READ_BYTES = 1 << 20
 
 
 def default_num_threads() -> int:
-    """1 inside a DataLoader worker (the workers are the parallelism), else the
-    usable cores, at most 8."""
-    from torch.utils.data import get_worker_info
+    """One thread per batch by default.
 
-    if get_worker_info() is not None:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    Measured on 2 cores: spreading one batch's chunk decoding over 2 threads
+    made gzip rows 30% *slower* (the Python that places rows holds the GIL,
+    and ISA-L and numcodecs' shuffle release it only in part) and images no
+    faster.  Threads pay across batches instead (``h5pool.Loader``), or within
+    a batch for large chunks on many cores: pass ``num_threads`` for that.
+    """
+    return 1
 
 
 class ReadEngine:
@@ -121,13 +126,12 @@ class ReadEngine:
     def read_one(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
         """One row of every key, each as an array of shape ``(1, ...)``."""
         outputs = self._allocate([file_number], 1)
-        self._read_group((file_number, [row], [0]), outputs, self._byte_views(outputs))
+        self._read_group((file_number, [row], [0]), outputs, self._byte_views(outputs), None)
         return outputs
 
     def kind(self, key: str, file_number: int) -> str:
         """How ``key`` of file ``file_number`` is read: contiguous, chunked or hdf5."""
-        number = self.keys.index(key)
-        return self._kinds[number][int(self._maps[number].spec_ids[file_number])]
+        return self.kind_of(self.keys.index(key), file_number)
 
     def close(self) -> None:
         with self._executor_lock:
@@ -170,48 +174,122 @@ class ReadEngine:
     # -- running -------------------------------------------------------------------
 
     def _run(self, groups: list[Group], outputs: dict[str, npt.NDArray[Any]]) -> None:
+        """Read every group into ``outputs``; threads where they pay.
+
+        With chunked keys, the missing chunks of the whole batch are read first,
+        decoded in threads, then placed: decoding is the work that releases the
+        GIL.  Large contiguous batches spread whole groups over the threads.
+        """
         views = self._byte_views(outputs)
-        batch_bytes = sum(out.nbytes for out in outputs.values())
         workers = min(self.num_threads, len(groups))
-        if workers < 2 or not (self._threaded or batch_bytes >= THREADED_READ_BYTES):
-            for group in groups:
-                self._read_group(group, outputs, views)
+        prefetched: dict[Any, npt.NDArray[Any]] | None = None
+        if workers >= 2 and self._threaded:
+            prefetched = self._prefetch_chunks(groups, workers)
+        elif workers >= 2 and sum(out.nbytes for out in outputs.values()) >= THREADED_READ_BYTES:
+            self._in_threads(
+                lambda share: self._read_groups(share, outputs, views, None),
+                _split(groups, workers, [len(g[1]) for g in groups]),
+            )
             return
-        shares = _split(groups, workers)
+        self._read_groups(groups, outputs, views, prefetched)
+
+    def _in_threads(self, work: Any, shares: list[Any]) -> None:
+        """``work(share)`` for every share, the first in this thread; waits for all,
+        then raises the first error (no thread may write into a batch it left)."""
         executor = self._executor_for_process()
-        futures: list[Future[None]] = [
-            executor.submit(self._read_groups, share, outputs, views) for share in shares[1:]
-        ]
+        futures: list[Future[None]] = [executor.submit(work, share) for share in shares[1:]]
         error: BaseException | None = None
         try:
-            self._read_groups(shares[0], outputs, views)
+            if shares:
+                work(shares[0])
         except BaseException as exc:
             error = exc
-        for future in futures:  # always wait: no thread may write into a dead batch
+        for future in futures:
             failure = future.exception()
             if failure is not None and error is None:
                 error = failure
         if error is not None:
             raise error
 
+    def _prefetch_chunks(self, groups: list[Group], workers: int) -> dict[Any, npt.NDArray[Any]]:
+        """Read the stored bytes of every chunk the batch needs and the cache lacks,
+        then decode them in ``workers`` threads."""
+        jobs: list[tuple[Any, Any, ChunkGeometry, str, int, int]] = []
+        for file_number, rows, _ in groups:
+            chunked = [n for n in range(len(self.keys)) if self.kind_of(n, file_number) == CHUNKED]
+            if not chunked:
+                continue
+            entry = self._acquire(file_number)
+            path = entry.path
+            try:
+                self._check_stamp(entry, file_number)
+                fd = entry.raw_fd()
+                assert fd is not None
+                for number in chunked:
+                    source = self._source(number, file_number, fd, None)
+                    for chunk_number, row in source.missing(rows):
+                        try:
+                            stored = read_raw_chunk(fd, source.table[chunk_number])
+                        except Exception as exc:
+                            raise self._read_error(path, number, row, exc) from exc
+                        key = (*source.cache_key, chunk_number)
+                        jobs.append((key, stored, source.geometry, path, number, row))
+            finally:
+                self.pool.release(entry)
+        decoded: dict[Any, npt.NDArray[Any]] = {}
+
+        def decode(share: list[tuple[Any, Any, ChunkGeometry, str, int, int]]) -> None:
+            for key, stored, geometry, path, number, row in share:
+                try:
+                    decoded[key] = decode_raw_chunk(stored, geometry, threaded=True)
+                except Exception as exc:
+                    raise self._read_error(path, number, row, exc) from exc
+
+        self._in_threads(decode, _split(jobs, min(workers, len(jobs)), None))
+        for key, chunk in decoded.items():
+            self.chunks.put(key, chunk)
+        return decoded
+
     def _read_groups(
-        self, groups: list[Group], outputs: dict[str, npt.NDArray[Any]], views: list[Any]
+        self,
+        groups: list[Group],
+        outputs: dict[str, npt.NDArray[Any]],
+        views: list[Any],
+        prefetched: dict[Any, npt.NDArray[Any]] | None,
     ) -> None:
         for group in groups:
-            self._read_group(group, outputs, views)
+            self._read_group(group, outputs, views, prefetched)
 
-    def _read_group(
-        self, group: Group, outputs: dict[str, npt.NDArray[Any]], views: list[Any]
-    ) -> None:
-        file_number, rows, positions = group
+    def _acquire(self, file_number: int) -> PooledFile:
         path = self.index.files[file_number]
         try:
-            entry = self.pool.acquire(path, raw=not self._needs_hdf5[file_number])
+            return self.pool.acquire(path, raw=not self._needs_hdf5[file_number])
         except MissingFileError as exc:
             raise MissingFileError(
                 f"{path}: file was indexed but no longer exists (deleted after indexing?)",
                 path=path,
             ) from exc
+
+    def _read_error(self, path: str, number: int, row: int, exc: Exception) -> ReadError:
+        row = getattr(exc, "row", row)
+        key = self.keys[number]
+        error = ReadError(f"{path}: reading row {row} of {key!r} failed: {exc}", path=path)
+        error.row = row
+        return error
+
+    def kind_of(self, number: int, file_number: int) -> str:
+        return self._kinds[number][int(self._maps[number].spec_ids[file_number])]
+
+    def _read_group(
+        self,
+        group: Group,
+        outputs: dict[str, npt.NDArray[Any]],
+        views: list[Any],
+        prefetched: dict[Any, npt.NDArray[Any]] | None,
+    ) -> None:
+        file_number, rows, positions = group
+        entry = self._acquire(file_number)
+        path = entry.path
         try:
             self._check_stamp(entry, file_number)
             fd = entry.raw_fd()
@@ -227,41 +305,30 @@ class ReadEngine:
                             scatter_runs(fd, base, row_bytes, rows, positions, views[number])
                     elif kind == CHUNKED:
                         assert fd is not None
-                        self._read_chunked(
-                            number, file_number, spec_id, fd, rows, positions, outputs[key]
-                        )
+                        source = self._source(number, file_number, fd, prefetched)
+                        read_chunked_rows(source, rows, positions, outputs[key])
                     else:
                         reader = self._hdf5_reader(entry, number, file_number)
                         reader.read_rows_into(rows, positions, outputs[key])
                 except CorpusError:
                     raise
                 except Exception as exc:
-                    row = getattr(exc, "row", rows[0])
-                    error = ReadError(
-                        f"{path}: reading row {row} of {key!r} failed: {exc}", path=path
-                    )
-                    error.row = row
-                    raise error from exc
+                    raise self._read_error(path, number, rows[0], exc) from exc
         finally:
             self.pool.release(entry)
 
-    def _read_chunked(
+    def _source(
         self,
         number: int,
         file_number: int,
-        spec_id: int,
         fd: int,
-        rows: list[int],
-        positions: list[int],
-        out: npt.NDArray[Any],
-    ) -> None:
+        prefetched: dict[Any, npt.NDArray[Any]] | None,
+    ) -> ChunkSource:
         key_maps = self._maps[number]
-        geometry = self._geometry[number][spec_id]
+        geometry = self._geometry[number][int(key_maps.spec_ids[file_number])]
         assert geometry is not None
-        start = int(key_maps.positions[file_number])
-        table = key_maps.chunks[start:]  # a view: the file's chunks come first
-        source = ChunkSource(fd, table, geometry, self.chunks, (file_number, number))
-        read_chunked_rows(source, rows, positions, out)
+        table = key_maps.chunks[int(key_maps.positions[file_number]) :]  # the file's come first
+        return ChunkSource(fd, table, geometry, self.chunks, (file_number, number), prefetched)
 
     def _check_stamp(self, entry: PooledFile, file_number: int) -> None:
         """Refuse a file replaced or rewritten since it was indexed; once per open."""
@@ -315,9 +382,11 @@ def _effective_kind(spec: Any) -> str:
     return str(spec.kind)
 
 
-def _split(groups: list[Group], shares: int) -> list[list[Group]]:
-    """Consecutive runs of groups with about equal row counts, one per thread."""
-    sizes = np.cumsum([len(g[1]) for g in groups])
+def _split(items: list[Any], shares: int, weights: list[int] | None) -> list[list[Any]]:
+    """Consecutive runs of ``items`` of about equal weight (default 1), one per thread."""
+    if shares < 2:
+        return [items] if items else []
+    sizes = np.cumsum(weights if weights is not None else np.ones(len(items), dtype=np.int64))
     cuts = np.searchsorted(sizes, np.arange(1, shares) * sizes[-1] / shares, side="left")
-    bounds = [0, *sorted(set((cuts + 1).tolist())), len(groups)]
-    return [groups[b:e] for b, e in itertools.pairwise(bounds) if b < e]
+    bounds = [0, *sorted(set((cuts + 1).tolist())), len(items)]
+    return [items[b:e] for b, e in itertools.pairwise(bounds) if b < e]
