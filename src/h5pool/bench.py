@@ -39,7 +39,10 @@ STRATEGIES = (
     "pooled-hit",
     "pooled-block",
     "pooled-batched",
+    "pooled-read-batch",
+    "h5py-kept-open",
     "raw-pread",
+    "raw-decode",
     "loader-pooled",
     "loader-memory",
 )
@@ -353,15 +356,18 @@ RUNNERS: dict[str, Callable[[Corpus], Result]] = {
 
 def run(config: BenchConfig) -> list[Result]:
     """Run the chosen strategies on one corpus, in the order of ``STRATEGIES``."""
-    unknown = set(config.strategies) - set(RUNNERS)
+    from h5pool import bench_chunked
+
+    runners = {**RUNNERS, **bench_chunked.RUNNERS}
+    unknown = set(config.strategies) - set(runners)
     if unknown:
-        raise ValueError(f"unknown strategies: {sorted(unknown)}; choose from {list(RUNNERS)}")
+        raise ValueError(f"unknown strategies: {sorted(unknown)}; choose from {list(runners)}")
     corpus = Corpus(config)
     results = []
     for name in STRATEGIES:
         if name in config.strategies:
             config.progress(name)
-            results.append(RUNNERS[name](corpus))
+            results.append(runners[name](corpus))
     return results
 
 
@@ -375,7 +381,7 @@ def ratios(results: Sequence[Result]) -> dict[str, dict[str, float | None]]:
 
     naive, floor, ceiling = (
         per_sample("open-per-sample"),
-        per_sample("raw-pread"),
+        per_sample("raw-pread") or per_sample("raw-decode"),
         per_sample("loader-memory"),
     )
     table: dict[str, dict[str, float | None]] = {}

@@ -1,4 +1,4 @@
-"""Benchmarks of chunked, compressed corpora: h5pool's engine against h5py and the floor.
+"""Benchmarks of whole-batch reads: h5pool's engine against h5py and the floor.
 
 Three readers of the same batches, in one run:
 
@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cachetools
 import h5py
@@ -149,3 +150,60 @@ def measure(
     return ChunkedFigures(
         count, rate["recipe"], rate["floor"], rate["one"], rate["many"], threads, rate["loop"]
     )
+
+
+# -- rows of `h5pool bench` ------------------------------------------------------------------
+
+
+def _batches_of(corpus: Any) -> list[IntArray]:
+    order = corpus.block_order
+    size = corpus.config.batch_size
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def pooled_read_batch(corpus: Any) -> Any:
+    """``read_batch`` over block order: stacked tensors, no per-sample dicts."""
+    from h5pool.bench import Result
+
+    batches = _batches_of(corpus)
+    dataset = corpus.dataset
+    dataset.pool.close()
+    dataset.pool = dataset.pool.empty_copy()
+    dataset._engine = None
+    seconds = timed_read_batch(dataset, batches)
+    stats = dataset.pool.stats()
+    dataset.pool.close()
+    note = f"pool {stats.max_open}, {stats.hdf5_opens} HDF5 opens, {stats.raw_opens} os.open"
+    count = sum(len(b) for b in batches)
+    return Result("pooled-read-batch", count, seconds, peak_open=stats.peak_open_files, note=note)
+
+
+def h5py_kept_open(corpus: Any) -> Any:
+    """The best hand-written h5py reader of the same batches (files kept open)."""
+    from h5pool.bench import Result
+
+    batches = _batches_of(corpus)
+    files = len(np.unique(corpus.dataset.index.locate_many(np.concatenate(batches))[0]))
+    seconds = h5py_recipe(corpus.dataset, corpus.config.key, batches)
+    note = "d[sorted rows] per file per batch, HDF5 chunk cache"
+    return Result("h5py-kept-open", sum(len(b) for b in batches), seconds, files, note)
+
+
+def raw_decode(corpus: Any) -> Any:
+    """The floor of chunked data: pread + decode of each needed chunk once, cached."""
+    from h5pool.bench import Result
+
+    batches = _batches_of(corpus)
+    try:
+        seconds = floor(corpus.dataset, corpus.config.key, batches)
+    except ValueError:
+        return Result("raw-decode", 0, None, note="n/a: not chunked through a byte map")
+    note = "pread + decode each chunk once, 64 MiB cache, 1 thread"
+    return Result("raw-decode", sum(len(b) for b in batches), seconds, note=note)
+
+
+RUNNERS = {
+    "pooled-read-batch": pooled_read_batch,
+    "h5py-kept-open": h5py_kept_open,
+    "raw-decode": raw_decode,
+}

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic corpus: float32 values per row (default: %(default)s)",
     )
     run_bench.add_argument(
+        "--storage",
+        choices=synthetic.STORAGE_KINDS,
+        default="contiguous",
+        help="synthetic corpus: contiguous rows, gzip 4 + shuffle rows in chunks of 8, "
+        "or (64, 64, 3) uint8 images one per gzip chunk (default: %(default)s)",
+    )
+    run_bench.add_argument(
         "--pool",
         type=int,
         default=64,
@@ -201,12 +208,26 @@ def run_bench_command(args: argparse.Namespace) -> int:
         else:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="h5pool-bench-"))
             files = synthetic.make_corpus(
-                folder, args.files, args.rows, args.width, key=args.key, progress=True
+                folder,
+                args.files,
+                args.rows,
+                args.width,
+                key=args.key,
+                progress=True,
+                storage=args.storage,
             )
-            corpus_text = (
-                f"synthetic: {args.files:,} files x {args.rows} rows x {args.width} float32 "
-                f"({args.width * 4:,} B/row)"
-            )
+            if args.storage == "images":
+                args.key = "image" if args.key == "data" else args.key
+                corpus_text = (
+                    f"synthetic images: {args.files:,} files x {args.rows} uint8 (64, 64, 3), "
+                    "one per gzip chunk"
+                )
+            else:
+                stored = "contiguous" if args.storage == "contiguous" else "gzip 4 + shuffle"
+                corpus_text = (
+                    f"synthetic: {args.files:,} files x {args.rows} rows x {args.width} float32 "
+                    f"({args.width * 4:,} B/row, {stored})"
+                )
         limit = stack.enter_context(bench.lowered_fd_limit(args.fd_limit or None))
         bar = stack.enter_context(
             tqdm(total=len(args.strategies), desc="benchmarking", unit="strategy")
@@ -324,7 +345,7 @@ def draw_plot(report: dict[str, Any], path: str) -> None:
         "#c44e52"
         if n in ("open-per-sample", "open-all")
         else "#8c8c8c"
-        if n in ("raw-pread", "loader-memory")
+        if n in ("raw-pread", "raw-decode", "h5py-kept-open", "loader-memory")
         else "#4c72b0"
         for n in names
     ]

@@ -140,7 +140,7 @@ class PooledH5Dataset(Dataset[Any]):
         try:
             if self.layout == "rows":
                 columns = self.engine.read_one(file_number, local)
-                sample: Sample = {key: to_tensor(out[0, ...]) for key, out in columns.items()}
+                sample: Sample = {key: to_tensor(out) for key, out in columns.items()}
             else:
                 entry = self._acquire(file_number)
                 try:

@@ -103,6 +103,10 @@ class ReadEngine:
             hdf5_specs = np.array([kind == HDF5 for kind in kinds], dtype=bool)
             needs_hdf5 |= hdf5_specs[key_maps.spec_ids]
         self._needs_hdf5 = needs_hdf5.tolist()
+        contiguous = np.ones(len(index.files), dtype=bool)
+        for key_maps, kinds in zip(self._maps, self._kinds, strict=True):
+            contiguous &= np.array([k == CONTIGUOUS for k in kinds], dtype=bool)[key_maps.spec_ids]
+        self._all_contiguous = contiguous.tolist()
         self._threaded = any(CHUNKED in kinds for kinds in self._kinds)
 
     # -- public --------------------------------------------------------------------
@@ -124,10 +128,39 @@ class ReadEngine:
         return outputs
 
     def read_one(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
-        """One row of every key, each as an array of shape ``(1, ...)``."""
+        """One row of every key, each an array of the row's shape.
+
+        Files whose keys are all contiguous take a short path: one ``preadv``
+        per key straight into the row's array, nothing else.
+        """
+        if self._all_contiguous[file_number]:
+            return self._read_one_contiguous(file_number, row)
         outputs = self._allocate([file_number], 1)
         self._read_group((file_number, [row], [0]), outputs, self._byte_views(outputs), None)
-        return outputs
+        return {key: out[0, ...] for key, out in outputs.items()}
+
+    def _read_one_contiguous(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
+        entry = self._acquire(file_number)
+        try:
+            self._check_stamp(entry, file_number)
+            fd = entry.raw_fd()
+            assert fd is not None
+            outputs: dict[str, npt.NDArray[Any]] = {}
+            for number, key in enumerate(self.keys):
+                key_maps = self._maps[number]
+                spec_id = int(key_maps.spec_ids[file_number])
+                out = np.empty(key_maps.specs[spec_id].row_shape, self._dtypes[number][spec_id])
+                offset = int(key_maps.positions[file_number]) + row * out.nbytes
+                try:
+                    got = os.preadv(fd, [out.data], offset) if out.nbytes else 0
+                    if got != out.nbytes:
+                        raise OSError(f"short read: got {got} of {out.nbytes} bytes")
+                except OSError as exc:
+                    raise self._read_error(entry.path, number, row, exc) from exc
+                outputs[key] = out
+            return outputs
+        finally:
+            self.pool.release(entry)
 
     def kind(self, key: str, file_number: int) -> str:
         """How ``key`` of file ``file_number`` is read: contiguous, chunked or hdf5."""
@@ -263,7 +296,7 @@ class ReadEngine:
     def _acquire(self, file_number: int) -> PooledFile:
         path = self.index.files[file_number]
         try:
-            return self.pool.acquire(path, raw=not self._needs_hdf5[file_number])
+            return self.pool.acquire(path, raw=not self._needs_hdf5[file_number], resolved=True)
         except MissingFileError as exc:
             raise MissingFileError(
                 f"{path}: file was indexed but no longer exists (deleted after indexing?)",

@@ -396,7 +396,9 @@ class HandlePool:
         finally:
             self.release(entry)
 
-    def acquire(self, path: str | os.PathLike[str], *, raw: bool = False) -> PooledFile:
+    def acquire(
+        self, path: str | os.PathLike[str], *, raw: bool = False, resolved: bool = False
+    ) -> PooledFile:
         """Pin and return the pool's handle for ``path``; pair with :meth:`release`.
 
         The explicit pair is the hot path of the datasets: it avoids the cost of
@@ -408,8 +410,11 @@ class HandlePool:
         more.  Without it the entry has an open ``h5py.File``; a file held as a
         plain descriptor gets its HDF5 handle now, and then holds two descriptors.
         URLs and other drivers than ``sec2`` are always opened through HDF5.
+
+        ``resolved=True`` promises that ``path`` is a real path already (as an
+        index's paths are), which saves a ``realpath`` of ~19 µs per new path.
         """
-        key = self._normalise(path)
+        key = os.fspath(path) if resolved else self._normalise(path)
         if self._pid != os.getpid():
             self._forget_inherited_handles()
         raw = raw and self._plain_descriptor and not is_url(key)
