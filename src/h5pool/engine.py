@@ -332,10 +332,11 @@ class ReadEngine:
                 kind = self._kinds[number][spec_id]
                 try:
                     if kind == CONTIGUOUS:
-                        row_bytes = outputs[key][0].nbytes if len(outputs[key]) else 0
-                        base = int(key_maps.positions[file_number])
-                        if row_bytes and fd is not None:
-                            scatter_runs(fd, base, row_bytes, rows, positions, views[number])
+                        view = views[number]
+                        if view is not None and fd is not None:  # None: rows of 0 bytes
+                            base = int(key_maps.positions[file_number])
+                            row_bytes = outputs[key].strides[0]
+                            scatter_runs(fd, base, row_bytes, rows, positions, view)
                     elif kind == CHUNKED:
                         assert fd is not None
                         source = self._source(number, file_number, fd, prefetched)

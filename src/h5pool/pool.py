@@ -124,6 +124,7 @@ class PooledFile:
         "fd",
         "fileobj",
         "memo",
+        "owner",
         "path",
         "pins",
     )
@@ -145,6 +146,8 @@ class PooledFile:
         self.fileobj = fileobj
         self.pins = 0
         self.doomed = False
+        #: The pool's table of handles this entry sits in (replaced when a fork resets it).
+        self.owner: Any = None
         self.memo: dict[Any, Any] = {}
         self._datasets: dict[str, h5py.Dataset] = {}
         # -1: not looked up yet.  Drivers other than sec2 have no plain descriptor.
@@ -419,10 +422,14 @@ class HandlePool:
             self._forget_inherited_handles()
         raw = raw and self._plain_descriptor and not is_url(key)
         with self._lock:
-            entry = self._handles.get(key)
+            try:
+                entry: PooledFile | None = self._handles[key]
+            except KeyError:
+                entry = None
             if entry is None:
                 self._misses += 1
                 entry = self._open_new(key, raw=raw)
+                entry.owner = self._handles
                 self._handles[key] = entry
                 self._descriptors += entry.descriptors
             else:
@@ -439,7 +446,7 @@ class HandlePool:
     def release(self, entry: PooledFile) -> None:
         with self._lock:
             entry.pins -= 1
-            if entry.pins > 0 or self._handles.get(entry.path) is not entry:
+            if entry.pins > 0 or entry.owner is not self._handles:
                 return  # still pinned, or inherited across fork and already dropped
             if entry.doomed:
                 del self._handles[entry.path]
