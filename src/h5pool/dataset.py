@@ -191,9 +191,10 @@ class PooledH5Dataset(Dataset[Any]):
 
     @property
     def engine(self) -> ReadEngine:
-        """This process's read engine (made on first use, anew after a fork)."""
+        """This process's read engine (made on first use, anew after a fork or when
+        ``self.pool`` is replaced)."""
         engine = self._engine
-        if engine is None or self._engine_pid != os.getpid():
+        if engine is None or self._engine_pid != os.getpid() or engine.pool is not self.pool:
             engine = ReadEngine(
                 self.index,
                 self.pool,

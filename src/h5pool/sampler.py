@@ -9,14 +9,22 @@ it trades away is that two samples far apart in the epoch never come from the
 same small block of files.
 
 Distributed use follows ``torch.utils.data.DistributedSampler``: ``num_replicas``
-and ``rank`` default to the process group, every rank computes the same
-epoch stream from ``(seed, epoch)``, and each rank takes a *contiguous* share
-of it, so each rank touches about ``files / ranks`` files.
+and ``rank`` default to the process group (looked up when iteration starts, so
+a sampler built before ``init_process_group`` is still right), every rank
+computes the same epoch stream from ``(seed, epoch)``, and each rank takes a
+*contiguous* share of it, so each rank touches about ``files / ranks`` files.
+
+It *is* a ``DistributedSampler`` (a subclass), because training frameworks
+leave those alone: PyTorch Lightning, by default, wraps any other sampler in
+its own distributed wrapper, which would split the corpus by rank a second
+time and silently drop half of it.  For training loops, ``h5pool.Loader``
+builds this order in and needs no sampler at all.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -24,12 +32,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from h5pool.index import CorpusIndex
 from h5pool.pool import HandlePool
 
 IntArray = npt.NDArray[np.int64]
+logger = logging.getLogger(__name__)
 
 
 class IndexedDataset(Protocol):
@@ -48,7 +57,7 @@ def default_files_per_block(max_open: int) -> int:
     return max(1, max_open // 2)
 
 
-class BlockShuffleSampler(Sampler[int]):
+class BlockShuffleSampler(DistributedSampler[int]):
     """Locality-aware shuffling over the files of a :class:`PooledH5Dataset`.
 
     With ``drop_last=False`` the epoch stream is padded by repeating its first
@@ -76,12 +85,8 @@ class BlockShuffleSampler(Sampler[int]):
         batch_size: int | None = None,
         num_workers: int = 0,
     ) -> None:
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if _distributed() else 1
-        if rank is None:
-            rank = dist.get_rank() if _distributed() else 0
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
+        if num_replicas is not None and rank is not None:
+            check_rank(num_replicas, rank)
         if files_per_block is None:
             files_per_block = default_files_per_block(dataset.pool.max_open)
         if files_per_block < 1:
@@ -92,21 +97,33 @@ class BlockShuffleSampler(Sampler[int]):
         self.files_per_block = files_per_block
         self.shuffle = shuffle
         self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
+        self._replicas = ResolvedRanks(num_replicas, rank, "BlockShuffleSampler")
         self.drop_last = drop_last
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.epoch = 0
-        total = int(self.counts.sum())
-        if drop_last:
-            self.num_samples = total // num_replicas
-        else:
-            self.num_samples = math.ceil(total / num_replicas)
-        self.total_size = self.num_samples * num_replicas
         # Samples already yielded in the current epoch, for resuming mid-epoch.
         self.yielded = 0
         self._resume_from: int | None = None
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return self._replicas.resolve()[0]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return self._replicas.resolve()[1]
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        total = int(self.counts.sum())
+        if self.drop_last:
+            return total // self.num_replicas
+        return math.ceil(total / self.num_replicas)
+
+    @property
+    def total_size(self) -> int:  # type: ignore[override]
+        return self.num_samples * self.num_replicas
 
     def __len__(self) -> int:
         return self.num_samples
@@ -161,6 +178,7 @@ class BlockShuffleSampler(Sampler[int]):
         return share
 
     def __iter__(self) -> Iterator[int]:
+        self._replicas.resolve(announce=True)
         start = self._resume_from or 0
         self._resume_from = None
         self.yielded = start
@@ -206,3 +224,40 @@ def interleave_for_workers(
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def check_rank(num_replicas: int, rank: int) -> None:
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
+
+
+class ResolvedRanks:
+    """``(num_replicas, rank)``: as given, or from ``torch.distributed`` when asked.
+
+    Looked up late on purpose: a sampler or loader is often built before the
+    process group exists (Lightning builds dataloaders early), and a rank fixed
+    at construction would then be 0 of 1 on every process.
+    """
+
+    def __init__(self, num_replicas: int | None, rank: int | None, owner: str) -> None:
+        self.requested = (num_replicas, rank)
+        self.owner = owner
+        self._announced: tuple[int, int] | None = None
+
+    def resolve(self, *, announce: bool = False) -> tuple[int, int]:
+        num_replicas, rank = self.requested
+        from_group = num_replicas is None or rank is None
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if _distributed() else 1
+        if rank is None:
+            rank = dist.get_rank() if _distributed() else 0
+        check_rank(num_replicas, rank)
+        if announce and from_group and _distributed() and self._announced != (num_replicas, rank):
+            self._announced = (num_replicas, rank)
+            logger.info(
+                "h5pool: %s reads as rank %d of %d (from torch.distributed)",
+                self.owner,
+                rank,
+                num_replicas,
+            )
+        return num_replicas, rank
