@@ -15,6 +15,7 @@ from h5pool.errors import (
     UnreadableFileError,
 )
 from h5pool.index import CorpusIndex
+from h5pool.loader import Loader
 from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open
 from h5pool.sampler import BlockShuffleSampler
 
@@ -29,6 +30,7 @@ __all__ = [
     "FileChangedError",
     "HandlePool",
     "LayoutError",
+    "Loader",
     "MissingFileError",
     "MissingKeyError",
     "NoFilesFoundError",
