@@ -73,6 +73,7 @@ class DecodedChunks:
             maxsize=max(max_bytes, 1), getsizeof=lambda chunk: max(chunk.nbytes, 1)
         )
         self._lock = threading.Lock()
+        self._pending: dict[Any, threading.Event] = {}
         self.decoded = 0
         self.hits = 0
 
@@ -82,6 +83,26 @@ class DecodedChunks:
             if chunk is not None:
                 self.hits += 1
             return chunk
+
+    def claim(self, key: Any) -> tuple[npt.NDArray[Any] | None, threading.Event | None]:
+        """The cached chunk; else ``(None, None)``, and the caller must decode it and
+        :meth:`put` it (other threads asking meanwhile wait); else ``(None, event)``
+        when another thread is decoding it: wait for the event, then ask again."""
+        with self._lock:
+            chunk = self._cache.get(key)
+            if chunk is not None:
+                self.hits += 1
+                return chunk, None
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = threading.Event()
+            return None, pending
+
+    def release_claim(self, key: Any) -> None:
+        with self._lock:
+            pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.set()
 
     def contains(self, key: Any) -> bool:
         with self._lock:
@@ -137,16 +158,27 @@ class ChunkSource:
     def chunk(self, number: int, first_row: int) -> npt.NDArray[Any]:
         key = (*self.cache_key, number)
         chunk = self.prefetched.get(key) if self.prefetched else None
-        if chunk is None:
-            chunk = self.cache.get(key)
-        if chunk is None:
-            try:
-                chunk = decode_raw_chunk(read_raw_chunk(self.fd, self.table[number]), self.geometry)
-            except Exception as exc:
-                raise ChunkReadError(
-                    f"chunk {number} at byte {int(self.table[number][0])}: {exc}", row=first_row
-                ) from exc
-            self.cache.put(key, chunk)
+        if chunk is not None:
+            return chunk
+        chunk, pending = self.cache.claim(key)
+        if pending is not None:  # another thread decodes it: wait, then look again
+            pending.wait()
+            chunk, pending = self.cache.claim(key)
+            if pending is not None:
+                pending.wait()
+        if chunk is not None:
+            return chunk
+        try:
+            chunk = decode_raw_chunk(read_raw_chunk(self.fd, self.table[number]), self.geometry)
+        except Exception as exc:
+            raise ChunkReadError(
+                f"chunk {number} at byte {int(self.table[number][0])}: {exc}", row=first_row
+            ) from exc
+        finally:
+            if chunk is None:
+                self.cache.release_claim(key)
+        self.cache.put(key, chunk)
+        self.cache.release_claim(key)
         return chunk
 
     def missing(self, rows: Sequence[int]) -> list[tuple[int, int]]:

@@ -49,7 +49,9 @@ class Loader:
     until it divides among the ranks, and keeps a last, shorter batch;
     ``drop_last=True`` trims the stream instead and drops the shorter batch,
     so no sample repeats.  Iterating again without :meth:`set_epoch` moves to
-    the next epoch.
+    the next epoch.  With workers, batches arrive interleaved between the
+    workers' stretches of the epoch (:meth:`epoch_batches`), so that each file
+    is read by one worker.
     """
 
     def __init__(
@@ -145,6 +147,11 @@ class Loader:
         count = len(self)
         return [share[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
 
+    def epoch_batches(self) -> list[IntArray]:
+        """The batches in the order they are delivered: :meth:`batches`, or with
+        workers, dealt so that each worker reads one contiguous stretch of them."""
+        return deal_to_workers(self.batches(), self.num_workers)
+
     # -- iteration -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Batch]:
@@ -154,7 +161,7 @@ class Loader:
         start = self._resume_from or 0
         self._resume_from = None
         self._delivered = start
-        batches = self.batches()[start:]
+        batches = self.epoch_batches()[start:]
         self._stats = EpochStats(self._last_reports if self.persistent_workers else None)
         stream = self._from_workers(batches) if self.num_workers else self._from_threads(batches)
         bar = tqdm(
@@ -234,7 +241,7 @@ class Loader:
                 self._workers_loader = loader
         sampler = loader.sampler
         assert isinstance(sampler, _EpochBatches)
-        sampler.batches = deal_to_workers(batches, self.num_workers)
+        sampler.batches = batches
         for batch, counters, pid, samples in loader:
             self._stats.count(samples, None, counters.pop("bytes"))
             self._stats.add_process(pid, None, counters)
