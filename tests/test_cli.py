@@ -73,10 +73,15 @@ def test_bench_on_a_small_synthetic_corpus(tmp_path: Path) -> None:
         "pooled-batched",
         "raw-pread",
         "loader-pooled",
+        "loader-threads",
+        "loader-workers",
+        "pooled-read-batch",
+        "h5py-kept-open",
         "loader-memory",
     ):
         assert name in result.stdout
     assert "EMFILE at file" in result.stdout  # open-all under a 30-descriptor limit
+    assert "fastest measured here: " in result.stdout
     report = json.loads(out.read_text())
     rows = {row["strategy"]: row for row in report["results"]}
     assert rows["open-all"]["seconds"] is None
@@ -84,6 +89,43 @@ def test_bench_on_a_small_synthetic_corpus(tmp_path: Path) -> None:
     assert rows["pooled-batched"]["samples"] == 256
     assert rows["open-per-sample"]["speedup_vs_open_per_sample"] == pytest.approx(1.0)
     assert report["fd_limit"] == 30
+
+
+def test_bench_on_a_compressed_synthetic_corpus(tmp_path: Path) -> None:
+    out = tmp_path / "gzip.json"
+    result = h5pool(
+        "bench",
+        "--storage",
+        "gzip",
+        "--files",
+        "6",
+        "--rows",
+        "16",
+        "--width",
+        "32",
+        "--samples",
+        "40",
+        "--fast-samples",
+        "96",
+        "--pool",
+        "4",
+        "--json",
+        str(out),
+        "--strategies",
+        "open-per-sample",
+        "pooled-read-batch",
+        "h5py-kept-open",
+        "raw-pread",
+        "raw-decode",
+        "loader-threads",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "gzip 4 + shuffle" in result.stdout
+    rows = {row["strategy"]: row for row in json.loads(out.read_text())["results"]}
+    assert rows["raw-pread"]["seconds"] is None  # not contiguous: the decode floor instead
+    assert rows["raw-decode"]["samples"] == rows["pooled-read-batch"]["samples"] == 96
+    assert rows["pooled-read-batch"]["cost_vs_raw_pread"] is not None
+    assert "0 HDF5 opens" in rows["pooled-read-batch"]["note"]
 
 
 def test_bench_on_user_files_with_plot(tmp_path: Path) -> None:

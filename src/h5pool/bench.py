@@ -44,8 +44,18 @@ STRATEGIES = (
     "raw-pread",
     "raw-decode",
     "loader-pooled",
+    "loader-threads",
+    "loader-workers",
     "loader-memory",
 )
+#: The ways of feeding a training loop that bench recommends between.
+TRAINING_STRATEGIES = {
+    "loader-threads": "h5pool.Loader(ds, batch_size, num_threads={n})",
+    "loader-workers": "h5pool.Loader(ds, batch_size, num_workers={n})",
+    "loader-pooled": (
+        "DataLoader(ds, batch_size, sampler=BlockShuffleSampler(...), num_workers={n})"
+    ),
+}
 
 
 @dataclass
@@ -393,3 +403,13 @@ def ratios(results: Sequence[Result]) -> dict[str, dict[str, float | None]]:
             "rate_vs_in_memory": ceiling / cost if ceiling and cost else None,
         }
     return table
+
+
+def recommendation(results: Sequence[Result], workers: int) -> str | None:
+    """The fastest way to feed a training loop measured on these files, as a line."""
+    measured = [r for r in results if r.strategy in TRAINING_STRATEGIES and r.samples_per_s]
+    if not measured:
+        return None
+    best = max(measured, key=lambda r: r.samples_per_s or 0.0)
+    how = TRAINING_STRATEGIES[best.strategy].format(n=workers)
+    return f"fastest measured here: {how} at {best.samples_per_s:,.0f} samples/s"

@@ -255,7 +255,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
         results = bench.run(config)
         bar.update(1)
     report = bench_report(results, corpus_text, limit)
+    report["recommendation"] = bench.recommendation(results, args.workers)
     write(format_table(report))
+    if report["recommendation"]:
+        write(report["recommendation"])
     if args.json:
         with open(args.json, "w") as out:
             json.dump(report, out, indent=2)

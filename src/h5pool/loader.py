@@ -154,7 +154,7 @@ class Loader:
 
     # -- iteration -----------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Generator[Batch, None, None]:
         if self._resume_from is None and self._started_epoch == self.epoch:
             self.epoch += 1  # iterating again without set_epoch: the next epoch
         self._started_epoch = self.epoch
