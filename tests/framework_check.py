@@ -95,9 +95,23 @@ def torchrun(corpus: str, out: str, with_accelerate: bool) -> None:
     dist.destroy_process_group()
 
 
+def accelerate_with_sampler(corpus: str) -> None:
+    """The trap: a rank-splitting sampler in a DataLoader given to prepare()."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    accelerator = Accelerator(cpu=True)
+    ds = PooledH5Dataset(corpus, ["data", "label"], max_open=4)
+    loader = accelerator.prepare(DataLoader(ds, batch_size=BATCH, sampler=BlockShuffleSampler(ds)))
+    for _batch in loader:
+        pass
+
+
 def main() -> None:
     mode, corpus, out = sys.argv[1:4]
-    if mode.startswith("lightning"):
+    if mode == "accelerate-sampler":
+        accelerate_with_sampler(corpus)
+    elif mode.startswith("lightning"):
         lightning(corpus, out, use_loader=mode == "lightning-loader")
     else:
         torchrun(corpus, out, with_accelerate=mode == "accelerate")

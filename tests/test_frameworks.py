@@ -107,3 +107,23 @@ def test_torchrun_two_ranks(corpus: str, tmp_path: Path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="needs accelerate")
 def test_accelerate_prepare_keeps_the_loader_exact(corpus: str, tmp_path: Path) -> None:
     check_exactly_once(run(torchrun("accelerate", corpus), tmp_path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="needs accelerate")
+def test_accelerate_prepare_of_a_sampler_dataloader_is_a_clear_error(
+    corpus: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [*torchrun("accelerate-sampler", corpus), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode != 0
+    assert "accelerate's prepare() shards" in result.stdout + result.stderr

@@ -83,7 +83,7 @@ class Loader:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.num_threads = num_threads if num_threads is not None else _usable_cores()
+        self.num_threads = num_threads if num_threads is not None else default_num_threads()
         self.num_workers = num_workers
         self.prefetch = prefetch
         self.pin_memory = pin_memory and torch.cuda.is_available()
@@ -323,8 +323,15 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def _usable_cores() -> int:
+def default_num_threads() -> int:
+    """The usable cores but one, which the training loop itself needs (at least 1).
+
+    Measured on 2 cores: one reading thread beside the loop gave 62k samples/s
+    of contiguous rows, two gave 40k (the Python that places rows holds the
+    GIL); on gzip rows they were even.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)

@@ -26,7 +26,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sys
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, Protocol
 
 import numpy as np
@@ -178,7 +180,14 @@ class BlockShuffleSampler(DistributedSampler[int]):
         return share
 
     def __iter__(self) -> Iterator[int]:
-        self._replicas.resolve(announce=True)
+        num_replicas, _ = self._replicas.resolve(announce=True)
+        if num_replicas > 1 and _sharded_again_by_accelerate():
+            raise ValueError(
+                "BlockShuffleSampler already splits the corpus by rank, and accelerate's "
+                "prepare() shards this DataLoader's batches again: half the data would be lost. "
+                "Pass h5pool.Loader to prepare() instead (it is left as it is), or build the "
+                "sampler with num_replicas=1, rank=0 and let accelerate shard."
+            )
         start = self._resume_from or 0
         self._resume_from = None
         self.yielded = start
@@ -224,6 +233,24 @@ def interleave_for_workers(
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _sharded_again_by_accelerate() -> bool:
+    """True when accelerate's ``BatchSamplerShard`` is what iterates this sampler.
+
+    accelerate's ``prepare()`` shards every DataLoader's batches by process,
+    whatever its sampler; over a sampler that has already split by rank that
+    silently drops half the data.  The callers' frames say whether it is so.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return False
+        owner = frame.f_locals.get("self")
+        if type(owner).__name__ == "BatchSamplerShard" and getattr(owner, "num_processes", 1) > 1:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def check_rank(num_replicas: int, rank: int) -> None:
