@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes or servers: deselect with -m 'not slow'
+
 TESTS_DIR = os.path.dirname(__file__)
 SRC_DIR = os.path.join(os.path.dirname(TESTS_DIR), "src")
 

@@ -13,6 +13,8 @@ import pytest
 
 from corpus_tools import make_corpus
 
+pytestmark = pytest.mark.slow  # real processes or servers: deselect with -m 'not slow'
+
 TESTS_DIR = os.path.dirname(__file__)
 SRC_DIR = os.path.join(os.path.dirname(TESTS_DIR), "src")
 FILES, ROWS = 101, 9  # 909 samples: odd, so the tail and the padding are not empty

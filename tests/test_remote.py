@@ -32,6 +32,8 @@ from h5pool import (
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'h5pool[s3]')")
 
+pytestmark = pytest.mark.slow  # real servers and processes: deselect with -m 'not slow'
+
 TESTS_DIR = os.path.dirname(__file__)
 SRC_DIR = os.path.join(os.path.dirname(TESTS_DIR), "src")
 FILES, ROWS = 200, 6
