@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,16 @@ BATCH = 8
 def write(out: str, rank: int, epochs: dict[int, list[int]], **extra: Any) -> None:
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"epochs": {str(k): v for k, v in epochs.items()}, **extra}, f)
+
+
+class RecordingLoader(Loader):
+    """A Loader that notes every ``set_epoch`` a framework makes."""
+
+    calls: ClassVar[list[int]] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        RecordingLoader.calls.append(epoch)
+        super().set_epoch(epoch)
 
 
 def lightning(corpus: str, out: str, use_loader: bool) -> None:
@@ -52,12 +62,18 @@ def lightning(corpus: str, out: str, use_loader: bool) -> None:
         def train_dataloader(self) -> Any:
             ds = PooledH5Dataset(corpus, ["data", "label"], max_open=4)
             if use_loader:
-                return Loader(ds, BATCH, seed=7, num_threads=2)
+                return RecordingLoader(ds, BATCH, seed=7, num_threads=2)
             sampler = BlockShuffleSampler(ds, seed=7)  # default settings: Lightning must keep it
             return DataLoader(ds, batch_size=BATCH, sampler=sampler)
 
         def on_train_end(self) -> None:
-            write(out, self.global_rank, self.seen, world=self.trainer.world_size)
+            write(
+                out,
+                self.global_rank,
+                self.seen,
+                world=self.trainer.world_size,
+                set_epoch_calls=RecordingLoader.calls,
+            )
 
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -125,6 +125,7 @@ STORAGE: dict[str, tuple[Any, Writer]] = {
     "blosc-lz4-shuffle": (None, plain(chunks=True, **hdf5plugin.Blosc("lz4", 5, 1))),
     "blosc-zstd-bitshuffle": (None, plain(chunks=True, **hdf5plugin.Blosc("zstd", 3, 2))),
     "lz4-plugin": (None, plain(chunks=True, **hdf5plugin.LZ4())),
+    "lz4-plugin-small-blocks": (None, plain(chunks=True, **hdf5plugin.LZ4(nbytes=24))),
     "bitshuffle-plugin": (None, plain(chunks=True, **hdf5plugin.Bitshuffle())),
     "fletcher32": (None, plain(chunks=True, fletcher32=True)),
     "scaleoffset": ("<i4", plain(chunks=True, scaleoffset=0)),
@@ -259,7 +260,6 @@ def test_random_batches_with_duplicates(
 
 
 HDF5_PATHS = {
-    "lz4-plugin",
     "bitshuffle-plugin",
     "fletcher32",
     "scaleoffset",

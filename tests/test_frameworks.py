@@ -87,6 +87,7 @@ def test_lightning_ddp_with_loader(corpus: str, tmp_path: Path) -> None:
         [sys.executable, str(HERE / "framework_check.py"), "lightning-loader", corpus], tmp_path
     )
     assert reports[0]["world"] == 2
+    assert reports[0]["set_epoch_calls"] == reports[1]["set_epoch_calls"] == [0, 1]
     check_exactly_once(reports)
 
 

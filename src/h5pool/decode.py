@@ -12,13 +12,14 @@ any filter this module cannot undo exactly is read through HDF5 instead; see
 :func:`decodable_reason`.
 
 Deflate uses ISA-L (``isal``) or zlib-ng when installed, else the standard
-zlib; zstd and blosc use numcodecs (``pip install "h5pool[codecs]"``), LZF
-uses python-lzf.
+zlib; zstd, blosc and HDF5's LZ4 use numcodecs (``pip install "h5pool[codecs]"``),
+LZF uses python-lzf.  Bitshuffle is left to HDF5.
 """
 
 from __future__ import annotations
 
 import importlib
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 FilterPipeline = Sequence[tuple[int, Sequence[int]]]
 Decoder = Callable[[bytes, Sequence[int], int], Any]
 
-DEFLATE, SHUFFLE, FLETCHER32, LZF, BLOSC, ZSTD = 1, 2, 3, 32000, 32001, 32015
+DEFLATE, SHUFFLE, FLETCHER32, LZF, BLOSC, LZ4, ZSTD = 1, 2, 3, 32000, 32001, 32004, 32015
 
 
 def _inflater() -> tuple[str, Callable[..., bytes]]:
@@ -114,6 +115,36 @@ def _numcodecs(name: str) -> Decoder | None:
     return lambda data, params, nbytes: blosc.decompress(data)
 
 
+def _lz4() -> Decoder | None:
+    """HDF5's LZ4 filter (32004, as hdf5plugin writes it): an 8-byte big-endian total
+    size and 4-byte block size, then per block a 4-byte big-endian stored size and
+    the block, LZ4-compressed unless it is stored at its full size."""
+    try:
+        lz4 = importlib.import_module("numcodecs.lz4")
+    except ImportError:
+        return None
+
+    def decompress(data: bytes, params: Sequence[int], nbytes: int) -> bytes:
+        view = memoryview(data)
+        total, block = struct.unpack(">qi", view[:12])
+        if total != nbytes or block <= 0:
+            raise ValueError(f"LZ4 header says {total} bytes in blocks of {block}")
+        parts, position, left = [], 12, total
+        while left > 0:
+            wanted = min(block, left)
+            (stored,) = struct.unpack(">i", view[position : position + 4])
+            payload = view[position + 4 : position + 4 + stored]
+            if stored == wanted:
+                parts.append(bytes(payload))
+            else:  # numcodecs' LZ4 frames carry the decoded size, little-endian
+                parts.append(bytes(lz4.decompress(struct.pack("<i", wanted) + bytes(payload))))
+            position += 4 + stored
+            left -= wanted
+        return b"".join(parts)
+
+    return decompress
+
+
 def _lzf() -> Decoder | None:
     try:
         lzf = importlib.import_module("lzf")
@@ -134,6 +165,7 @@ _OPTIONAL: dict[int, tuple[str, Callable[[], Decoder | None]]] = {
     ZSTD: ("numcodecs (pip install 'h5pool[codecs]')", lambda: _numcodecs("zstd")),
     BLOSC: ("numcodecs (pip install 'h5pool[codecs]')", lambda: _numcodecs("blosc")),
     LZF: ("python-lzf (pip install 'h5pool[codecs]')", _lzf),
+    LZ4: ("numcodecs (pip install 'h5pool[codecs]')", _lz4),
 }
 _WHY_NOT = {
     FLETCHER32: "fletcher32 checksums are verified by HDF5",
