@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
-from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFileError
+from h5pool.errors import CorpusError, LayoutError, MissingFileError
 from h5pool.index import CorpusIndex, Layout, build_index
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.readers import decode_attrs, read_member
@@ -230,24 +230,10 @@ class PooledH5Dataset(Dataset[Any]):
                 path=path,
             ) from exc
 
-    def _verify_unchanged(self, entry: PooledFile, file_number: int) -> None:
-        """Refuse a file that was replaced or rewritten since it was indexed.
-
-        Checked once per opened handle, never per sample.
-        """
-        expected = (int(self.index.sizes[file_number]), int(self.index.mtimes[file_number]))
-        found = entry.stamp()
-        if found != expected:
-            raise FileChangedError(
-                f"{entry.path}: file changed since it was indexed "
-                f"(size, mtime_ns) was {expected}, now {found}; rebuild the dataset",
-                path=entry.path,
-            )
-
     def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:
         attrs_by_name: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
         if attrs_by_name is None:
-            self._verify_unchanged(entry, file_number)
+            self.index.check_unchanged(entry, file_number)
             attrs_by_name = entry.memo[self._memo_key] = {}
         name = self.index.member_name(file_number, local)
         path = f"{self.group.rstrip('/')}/{name}"

@@ -368,14 +368,7 @@ class ReadEngine:
         """Refuse a file replaced or rewritten since it was indexed; once per open."""
         if self._memo_key in entry.memo:
             return
-        expected = (int(self.index.sizes[file_number]), int(self.index.mtimes[file_number]))
-        found = entry.stamp()
-        if found != expected:
-            raise FileChangedError(
-                f"{entry.path}: file changed since it was indexed "
-                f"(size, mtime_ns) was {expected}, now {found}; rebuild the dataset",
-                path=entry.path,
-            )
+        self.index.check_unchanged(entry, file_number)
         entry.memo[self._memo_key] = {}
 
     def _hdf5_reader(self, entry: PooledFile, number: int, file_number: int) -> RowReader:

@@ -24,7 +24,13 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from h5pool.byte_map import FileKeyMap, KeyMaps, KeySpec, map_dataset
-from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
+from h5pool.errors import (
+    CorpusError,
+    FileChangedError,
+    LayoutError,
+    MissingKeyError,
+    UnreadableFileError,
+)
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
@@ -89,6 +95,20 @@ class CorpusIndex:
             raise IndexError(f"sample index {bad[0]} out of range for {total} samples")
         file_numbers = np.searchsorted(self.ends, positions, side="right").astype(np.int64)
         return file_numbers, positions - self.starts[file_numbers]
+
+    def check_unchanged(self, entry: PooledFile, file_number: int) -> None:
+        """Refuse a file replaced or rewritten since it was indexed (an ``fstat``).
+
+        Readers call it once per opened handle, never per sample.
+        """
+        expected = (int(self.sizes[file_number]), int(self.mtimes[file_number]))
+        found = entry.stamp()
+        if found != expected:
+            raise FileChangedError(
+                f"{entry.path}: file changed since it was indexed "
+                f"(size, mtime_ns) was {expected}, now {found}; rebuild the dataset",
+                path=entry.path,
+            )
 
     def member_name(self, file_number: int, local_index: int) -> str:
         return str(self.members[int(self.starts[file_number]) + local_index])
