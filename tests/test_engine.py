@@ -163,3 +163,16 @@ def test_threads_and_cache_survive_fork(tmp_path: Path) -> None:
     after = queue.get(timeout=300)
     child.join(timeout=300)
     assert child.exitcode == 0 and after == before
+
+
+def test_an_index_cached_under_sec2_read_with_another_driver(tmp_path: Path) -> None:
+    files = make_corpus(tmp_path / "c", files=3, rows=6, width=2, chunks=(2, 2), compression="gzip")
+    cache = tmp_path / "index.npz"
+    PooledH5Dataset(files, ["data", "label"], index_cache=cache)
+    core = PooledH5Dataset(
+        files, ["data", "label"], index_cache=cache, file_kwargs={"driver": "core"}
+    )
+    assert {core.engine.kind(k, 0) for k in ("data", "label")} == {"hdf5"}
+    batch = core.read_batch([17, 0, 8])
+    assert batch["label"].tolist() == [encoded(2, 5), encoded(0, 0), encoded(1, 2)]
+    assert bool((batch["data"] == batch["label"][:, None].float()).all())

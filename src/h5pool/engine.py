@@ -93,7 +93,8 @@ class ReadEngine:
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
         # Per key and spec: numpy dtype, row shape, the effective kind, chunk geometry.
         self._dtypes = [[s.numpy_dtype for s in m.specs] for m in self._maps]
-        self._kinds = [[_effective_kind(s) for s in m.specs] for m in self._maps]
+        plain = pool.plain_descriptor
+        self._kinds = [[_effective_kind(s, plain) for s in m.specs] for m in self._maps]
         self._geometry = [
             [ChunkGeometry.of(s) if kind == CHUNKED else None for s, kind in zip(m.specs, kinds)]  # noqa: B905
             for m, kinds in zip(self._maps, self._kinds, strict=True)
@@ -332,13 +333,16 @@ class ReadEngine:
                 kind = self._kinds[number][spec_id]
                 try:
                     if kind == CONTIGUOUS:
+                        if fd is None:
+                            raise OSError("no plain descriptor to read a byte map through")
                         view = views[number]
-                        if view is not None and fd is not None:  # None: rows of 0 bytes
+                        if view is not None:  # None: rows of 0 bytes
                             base = int(key_maps.positions[file_number])
                             row_bytes = outputs[key].strides[0]
                             scatter_runs(fd, base, row_bytes, rows, positions, view)
                     elif kind == CHUNKED:
-                        assert fd is not None
+                        if fd is None:
+                            raise OSError("no plain descriptor to read a byte map through")
                         source = self._source(number, file_number, fd, prefetched)
                         read_chunked_rows(source, rows, positions, outputs[key])
                     else:
@@ -402,8 +406,12 @@ class ReadEngine:
             return self._executor
 
 
-def _effective_kind(spec: Any) -> str:
-    """The spec's kind, demoted to HDF5 when this process lacks one of its decoders."""
+def _effective_kind(spec: Any, plain_descriptor: bool) -> str:
+    """The spec's kind, demoted to HDF5 when this process lacks one of its decoders,
+    or when the pool's driver gives no plain descriptor (an index cached under
+    another driver must not make a reader pread nothing)."""
+    if spec.kind != HDF5 and not plain_descriptor:
+        return HDF5
     if spec.kind == CHUNKED and decodable_reason(spec.filters):
         return HDF5
     return str(spec.kind)
