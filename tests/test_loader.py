@@ -210,3 +210,43 @@ def test_loader_batches_are_what_the_files_hold(corpus: list[str]) -> None:
     ):
         assert labels_of(batch) == [encoded(*divmod(int(i), 13)) for i in indices]
         assert batch["data"].shape == (len(indices), 3)
+
+
+INTERRUPTED = """
+import sys, time
+from h5pool import Loader, PooledH5Dataset
+
+def slow(batch):
+    time.sleep(0.05)
+    return batch
+
+ds = PooledH5Dataset(sys.argv[1], ["data", "label"], max_open=2)
+for epoch in range(1000):
+    for batch in Loader(ds, 2, num_threads=2, transform=slow):
+        print("batch", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_loader_loop(corpus: list[str], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    process = subprocess.Popen(
+        [sys.executable, str(script), os.path.dirname(corpus[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "batch"
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr
