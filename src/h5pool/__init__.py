@@ -16,7 +16,7 @@ from h5pool.errors import (
 )
 from h5pool.index import CorpusIndex
 from h5pool.loader import Loader
-from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open
+from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open, raise_fd_limit
 from h5pool.sampler import BlockShuffleSampler
 
 __version__ = "0.1.0"
@@ -42,4 +42,5 @@ __all__ = [
     "UnreadableFileError",
     "__version__",
     "default_max_open",
+    "raise_fd_limit",
 ]

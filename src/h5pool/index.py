@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,17 @@ logger = logging.getLogger(__name__)
 Layout = Literal["rows", "members"]
 IntArray = npt.NDArray[np.int64]
 INDEX_FORMAT_VERSION = 2
+
+
+def as_index(index: object) -> int:
+    """``index`` as an int (anything with ``__index__``: numpy and torch integers too);
+    ``ds[1.9]`` or ``ds["3"]`` is a ``TypeError``, not row 1 or 3."""
+    if isinstance(index, bool | np.bool_):
+        raise TypeError("sample indices must be integers, not bool")
+    try:
+        return operator.index(index)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"sample indices must be integers, not {type(index).__name__}") from None
 
 
 @dataclass
@@ -72,7 +84,7 @@ class CorpusIndex:
     def normalise(self, index: int) -> int:
         """Apply Python's negative-index rule and bounds, raising ``IndexError``."""
         total = len(self)
-        position = int(index)
+        position = as_index(index)
         if position < 0:
             position += total
         if not 0 <= position < total:
@@ -87,7 +99,10 @@ class CorpusIndex:
 
     def locate_many(self, indices: Sequence[int] | IntArray) -> tuple[IntArray, IntArray]:
         """Vectorised :meth:`locate`: file numbers and local indices, request order."""
-        positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+        given = np.asarray(indices)
+        if given.size and given.dtype.kind not in "iu":
+            raise TypeError(f"sample indices must be integers, not {given.dtype}")
+        positions = given.astype(np.int64, copy=False).reshape(-1)
         total = len(self)
         positions = np.where(positions < 0, positions + total, positions)
         if positions.size and (positions.min() < 0 or positions.max() >= total):

@@ -77,6 +77,55 @@ def default_max_open(soft_limit: int | None = None) -> int:
     return max(1, min(DEFAULT_MAX_OPEN_CEILING, soft_limit // 4))
 
 
+_clamp_warned: set[tuple[int, int]] = set()
+
+
+def fd_headroom(soft_limit: int) -> int:
+    """Descriptors left for everything but pooled files: an eighth, at least 16."""
+    return max(16, soft_limit // 8)
+
+
+def clamp_to_fd_limit(max_open: int) -> int:
+    """``max_open``, but at most the soft ``RLIMIT_NOFILE`` minus :func:`fd_headroom`
+    (at least 1): a pool allowed every descriptor makes every other ``open()`` of
+    the process fail.  Warns once per (requested, limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or max_open <= soft - fd_headroom(soft):
+        return max_open
+    clamped = max(1, soft - fd_headroom(soft))
+    if (max_open, soft) not in _clamp_warned:
+        _clamp_warned.add((max_open, soft))
+        logger.warning(
+            "h5pool: max_open=%d leaves no descriptors under the soft limit of %d; "
+            "using %d (raise the limit with h5pool.raise_fd_limit() or `ulimit -n`)",
+            max_open,
+            soft,
+            clamped,
+        )
+    return clamped
+
+
+def raise_fd_limit(target: int | None = None) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard limit (or ``target``); return it.
+
+    As EXtra-data does: the soft limit is often 1024 while the hard one is far
+    higher, and only the soft one stops a process.  Never lowers the limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if target is None else min(target, hard)
+    if hard == resource.RLIM_INFINITY and target is None:
+        wanted = max(soft, 1 << 20)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):  # e.g. above the kernel's nr_open
+            logger.info("h5pool: could not raise the descriptor limit to %d", wanted)
+            return soft
+        logger.info("h5pool: raised the soft descriptor limit from %d to %d", soft, wanted)
+        return wanted
+    return soft
+
+
 @dataclass(frozen=True)
 class PoolStats:
     """Counters of one pool in the current process (reset by a fork)."""
@@ -308,7 +357,7 @@ class HandlePool:
         if max_open is not None and max_open < 1:
             raise ValueError(f"max_open must be at least 1, got {max_open}")
         self._requested_max_open = max_open
-        self.max_open = max_open if max_open is not None else default_max_open()
+        self.max_open = clamp_to_fd_limit(max_open) if max_open is not None else default_max_open()
         self.file_kwargs: dict[str, Any] = _default_file_kwargs()
         self.file_kwargs.update(file_kwargs or {})
         self.file_kwargs.pop("mode", None)
@@ -445,6 +494,11 @@ class HandlePool:
 
     def release(self, entry: PooledFile) -> None:
         with self._lock:
+            if entry.pins <= 0:
+                raise RuntimeError(
+                    f"{entry.path}: released more often than acquired (a second release "
+                    "would let the pool close a handle still in use)"
+                )
             entry.pins -= 1
             if entry.pins > 0 or entry.owner is not self._handles:
                 return  # still pinned, or inherited across fork and already dropped
@@ -533,11 +587,14 @@ class HandlePool:
     def _make_room(self, path: str, needed: int) -> None:
         if not self._evict_down_to(self.max_open - needed):
             self._overflows += 1
-            logger.warning(
-                "h5pool: all %d handles are pinned; opening %s beyond max_open",
-                len(self._handles),
-                path,
-            )
+            if self._overflows == 1:  # once per pool and process; stats() counts the rest
+                logger.warning(
+                    "h5pool: all %d handles are pinned; opening %s beyond max_open=%d "
+                    "(logged once; PoolStats.overflows counts every time)",
+                    len(self._handles),
+                    path,
+                    self.max_open,
+                )
 
     def _open_new(self, path: str, *, raw: bool) -> PooledFile:
         self._make_room(path, 1)
