@@ -110,3 +110,32 @@ def test_raise_fd_limit_raises_the_soft_limit_towards_the_hard_one() -> None:
     assert result.returncode == 0, result.stderr
     assert "got 300 300" in result.stdout and "same 300" in result.stdout
     assert callable(raise_fd_limit)
+
+
+def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    from h5pool import FileChangedError
+
+    files = make_corpus(tmp_path / "c", files=2, rows=8, width=2)
+    ds = PooledH5Dataset(files, ["data", "label"], max_open=4)
+    assert decode_sample(ds[3]) == (0, 3)
+    assert ds.read_batch([1, 9])["label"].tolist() == [1, 1001]
+    # Rewrite file 0 in place (same inode, as `cp` does) while its handle is open.
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["data"] = np.full((8, 2), 7.0, "f4")
+        f["label"] = np.full(8, 7)
+    shutil.copyfile(other, files[0])
+    with pytest.raises(FileChangedError, match="changed since it was indexed") as info:
+        ds.read_batch([2, 10])
+    assert files[0] in str(info.value)
+    assert decode_sample(ds[12]) == (1, 4)  # the other file still reads
+    with pytest.raises(FileChangedError):
+        ds[4]
+    with open(files[1], "r+b") as f:  # truncate the second one
+        f.truncate(1024)
+    with pytest.raises(FileChangedError):
+        ds.read_batch([9])

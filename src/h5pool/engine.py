@@ -90,6 +90,7 @@ class ReadEngine:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._memo_key = ("h5pool.engine", id(self))
+        self._last_single = -1  # the file of the last ds[i]: its stamp was just checked
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
         # Per key and spec: numpy dtype, row shape, the effective kind, chunk geometry.
         self._dtypes = [[s.numpy_dtype for s in m.specs] for m in self._maps]
@@ -143,7 +144,9 @@ class ReadEngine:
     def _read_one_contiguous(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
         entry = self._acquire(file_number)
         try:
-            self._check_stamp(entry, file_number)
+            if file_number != self._last_single or self._memo_key not in entry.memo:
+                self._check_stamp(entry, file_number)
+                self._last_single = file_number
             fd = entry.raw_fd()
             assert fd is not None
             outputs: dict[str, npt.NDArray[Any]] = {}
@@ -369,11 +372,15 @@ class ReadEngine:
         return ChunkSource(fd, table, geometry, self.chunks, (file_number, number), prefetched)
 
     def _check_stamp(self, entry: PooledFile, file_number: int) -> None:
-        """Refuse a file replaced or rewritten since it was indexed; once per open."""
-        if self._memo_key in entry.memo:
-            return
+        """Refuse a file replaced, truncated or rewritten in place since it was indexed.
+
+        One ``fstat`` per file visit (each file of a batch, each change of file
+        between ``ds[i]`` calls), not per row: a handle that stays open in the
+        pool would otherwise read a rewritten file without noticing.
+        """
         self.index.check_unchanged(entry, file_number)
-        entry.memo[self._memo_key] = {}
+        if self._memo_key not in entry.memo:
+            entry.memo[self._memo_key] = {}
 
     def _hdf5_reader(self, entry: PooledFile, number: int, file_number: int) -> RowReader:
         readers: dict[int, RowReader] = entry.memo[self._memo_key]
