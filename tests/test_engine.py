@@ -176,3 +176,23 @@ def test_an_index_cached_under_sec2_read_with_another_driver(tmp_path: Path) -> 
     batch = core.read_batch([17, 0, 8])
     assert batch["label"].tolist() == [encoded(2, 5), encoded(0, 0), encoded(1, 2)]
     assert bool((batch["data"] == batch["label"][:, None].float()).all())
+
+
+def test_large_contiguous_batches_spread_over_threads_read_exactly(tmp_path: Path) -> None:
+    """Batches of 1 MiB or more are split by file group over threads: same bytes as h5py."""
+    paths = []
+    for number in range(5):
+        path = tmp_path / f"wide_{number}.h5"
+        with h5py.File(path, "w") as f:
+            f["x"] = np.arange(12 * 16384, dtype="<f4").reshape(12, 16384) + number * 1e6
+        paths.append(str(path))
+    parts = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            parts.append(f["x"][()])
+    expected = np.concatenate(parts)
+    ds = PooledH5Dataset(paths, "x", max_open=2, num_threads=3)
+    indices = np.random.default_rng(4).integers(0, len(ds), 40)  # 40 x 64 KiB = 2.5 MiB
+    batch = ds.read_batch(indices)["x"].numpy()
+    assert batch.tobytes() == expected[indices].tobytes()
+    assert ds.pool.stats().pinned_files == 0
