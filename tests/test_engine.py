@@ -196,3 +196,11 @@ def test_large_contiguous_batches_spread_over_threads_read_exactly(tmp_path: Pat
     batch = ds.read_batch(indices)["x"].numpy()
     assert batch.tobytes() == expected[indices].tobytes()
     assert ds.pool.stats().pinned_files == 0
+
+
+def test_an_empty_batch_keeps_each_keys_row_shape(tmp_path: Path) -> None:
+    files = make_corpus(tmp_path / "c", files=2, rows=3, width=5)
+    ds = PooledH5Dataset(files, ["data", "label"])
+    batch = ds.read_batch([])
+    assert tuple(batch["data"].shape) == (0, 5) and tuple(batch["label"].shape) == (0,)
+    assert ds.__getitems__([]) == []

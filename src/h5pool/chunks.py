@@ -160,25 +160,22 @@ class ChunkSource:
         chunk = self.prefetched.get(key) if self.prefetched else None
         if chunk is not None:
             return chunk
-        chunk, pending = self.cache.claim(key)
-        if pending is not None:  # another thread decodes it: wait, then look again
-            pending.wait()
+        while True:  # another thread may be decoding it: wait for it, then look again
             chunk, pending = self.cache.claim(key)
-            if pending is not None:
-                pending.wait()
-        if chunk is not None:
-            return chunk
+            if chunk is not None:
+                return chunk
+            if pending is None:
+                break  # this thread holds the claim
+            pending.wait()
         try:
             chunk = decode_raw_chunk(read_raw_chunk(self.fd, self.table[number]), self.geometry)
+            self.cache.put(key, chunk)
         except Exception as exc:
             raise ChunkReadError(
                 f"chunk {number} at byte {int(self.table[number][0])}: {exc}", row=first_row
             ) from exc
         finally:
-            if chunk is None:
-                self.cache.release_claim(key)
-        self.cache.put(key, chunk)
-        self.cache.release_claim(key)
+            self.cache.release_claim(key)
         return chunk
 
     def missing(self, rows: Sequence[int]) -> list[tuple[int, int]]:

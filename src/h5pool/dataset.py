@@ -246,8 +246,8 @@ class PooledH5Dataset(Dataset[Any]):
     def _read_columns(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
     ) -> dict[str, npt.NDArray[Any]]:
-        if not len(file_numbers):
-            return {key: np.empty((0,)) for key in self.keys}
+        if not len(file_numbers):  # an empty batch still has each key's row shape
+            return self.engine.allocate([0], 0) if len(self.index.files) else {}
         try:
             return self.engine.read(file_numbers, rows)
         except LayoutError:

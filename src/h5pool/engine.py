@@ -125,7 +125,7 @@ class ReadEngine:
         groups: list[Group] = [
             (file_list[b], sorted_rows[b:e], positions[b:e]) for b, e in itertools.pairwise(bounds)
         ]
-        outputs = self._allocate([g[0] for g in groups], count)
+        outputs = self.allocate([g[0] for g in groups], count)
         self._run(groups, outputs)
         return outputs
 
@@ -137,7 +137,7 @@ class ReadEngine:
         """
         if self._all_contiguous[file_number]:
             return self._read_one_contiguous(file_number, row)
-        outputs = self._allocate([file_number], 1)
+        outputs = self.allocate([file_number], 1)
         self._read_group((file_number, [row], [0]), outputs, self._byte_views(outputs), None)
         return {key: out[0, ...] for key, out in outputs.items()}
 
@@ -178,7 +178,8 @@ class ReadEngine:
 
     # -- planning ------------------------------------------------------------------
 
-    def _allocate(self, file_numbers: Sequence[int], count: int) -> dict[str, npt.NDArray[Any]]:
+    def allocate(self, file_numbers: Sequence[int], count: int) -> dict[str, npt.NDArray[Any]]:
+        """One empty ``(count, ...)`` array per key, shaped as the files' specs say."""
         outputs: dict[str, npt.NDArray[Any]] = {}
         for number, key in enumerate(self.keys):
             key_maps = self._maps[number]
@@ -220,15 +221,16 @@ class ReadEngine:
         views = self._byte_views(outputs)
         workers = min(self.num_threads, len(groups))
         prefetched: dict[Any, npt.NDArray[Any]] | None = None
+        verified: set[int] = set()
         if workers >= 2 and self._threaded:
-            prefetched = self._prefetch_chunks(groups, workers)
+            prefetched = self._prefetch_chunks(groups, workers, verified)
         elif workers >= 2 and sum(out.nbytes for out in outputs.values()) >= THREADED_READ_BYTES:
             self._in_threads(
-                lambda share: self._read_groups(share, outputs, views, None),
+                lambda share: self._read_groups(share, outputs, views, None, verified),
                 _split(groups, workers, [len(g[1]) for g in groups]),
             )
             return
-        self._read_groups(groups, outputs, views, prefetched)
+        self._read_groups(groups, outputs, views, prefetched, verified)
 
     def _in_threads(self, work: Any, shares: list[Any]) -> None:
         """``work(share)`` for every share, the first in this thread; waits for all,
@@ -248,9 +250,12 @@ class ReadEngine:
         if error is not None:
             raise error
 
-    def _prefetch_chunks(self, groups: list[Group], workers: int) -> dict[Any, npt.NDArray[Any]]:
+    def _prefetch_chunks(
+        self, groups: list[Group], workers: int, verified: set[int]
+    ) -> dict[Any, npt.NDArray[Any]]:
         """Read the stored bytes of every chunk the batch needs and the cache lacks,
-        then decode them in ``workers`` threads."""
+        then decode them in ``workers`` threads.  Files whose stamp it checked go
+        into ``verified``, so that placing their rows does not check again."""
         jobs: list[tuple[Any, Any, ChunkGeometry, str, int, int]] = []
         for file_number, rows, _ in groups:
             chunked = [n for n in range(len(self.keys)) if self.kind_of(n, file_number) == CHUNKED]
@@ -260,6 +265,7 @@ class ReadEngine:
             path = entry.path
             try:
                 self._check_stamp(entry, file_number)
+                verified.add(file_number)
                 fd = entry.raw_fd()
                 assert fd is not None
                 for number in chunked:
@@ -293,9 +299,10 @@ class ReadEngine:
         outputs: dict[str, npt.NDArray[Any]],
         views: list[Any],
         prefetched: dict[Any, npt.NDArray[Any]] | None,
+        verified: set[int],
     ) -> None:
         for group in groups:
-            self._read_group(group, outputs, views, prefetched)
+            self._read_group(group, outputs, views, prefetched, group[0] in verified)
 
     def _acquire(self, file_number: int) -> PooledFile:
         path = self.index.files[file_number]
@@ -323,12 +330,14 @@ class ReadEngine:
         outputs: dict[str, npt.NDArray[Any]],
         views: list[Any],
         prefetched: dict[Any, npt.NDArray[Any]] | None,
+        verified: bool = False,
     ) -> None:
         file_number, rows, positions = group
         entry = self._acquire(file_number)
         path = entry.path
         try:
-            self._check_stamp(entry, file_number)
+            if not (verified and self._memo_key in entry.memo):  # checked in this batch
+                self._check_stamp(entry, file_number)
             fd = entry.raw_fd()
             for number, key in enumerate(self.keys):
                 key_maps = self._maps[number]
@@ -383,7 +392,7 @@ class ReadEngine:
             entry.memo[self._memo_key] = {}
 
     def _hdf5_reader(self, entry: PooledFile, number: int, file_number: int) -> RowReader:
-        readers: dict[int, RowReader] = entry.memo[self._memo_key]
+        readers: dict[int, RowReader] = entry.memo.setdefault(self._memo_key, {})
         reader = readers.get(number)
         if reader is None:
             reader = RowReader(entry, self.keys[number])
