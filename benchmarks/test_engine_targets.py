@@ -19,30 +19,26 @@ import pytest
 
 from h5pool import PooledH5Dataset, bench_chunked, synthetic
 from h5pool.byte_map import map_dataset
+from targets import report, scaled
 
-SCALE = float(os.environ.get("H5POOL_BENCH_ENGINE_SCALE", "1"))
 BATCH = 64
-
-
-def files(count: int) -> int:
-    return max(8, int(count * SCALE))
 
 
 @pytest.fixture(scope="module")
 def contiguous(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    return synthetic.make_corpus(tmp_path_factory.mktemp("contiguous"), files(2000), 32, 1024)
+    return synthetic.make_corpus(tmp_path_factory.mktemp("contiguous"), scaled(2000), 32, 1024)
 
 
 @pytest.fixture(scope="module")
 def gzip_rows(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     folder = tmp_path_factory.mktemp("gzip")
-    return synthetic.make_corpus(folder, files(2000), 64, 1024, storage="gzip")
+    return synthetic.make_corpus(folder, scaled(2000), 64, 1024, storage="gzip")
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     folder = tmp_path_factory.mktemp("images")
-    return synthetic.make_corpus(folder, files(500), 64, storage="images")
+    return synthetic.make_corpus(folder, scaled(500), 64, storage="images")
 
 
 def raw_pread_with_opens(ds: PooledH5Dataset, order: np.ndarray, cap: int) -> float:
@@ -82,13 +78,6 @@ def open_per_sample(ds: PooledH5Dataset, order: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def report(benchmark: Any, title: str, figures: dict[str, float]) -> None:
-    benchmark.extra_info.update(figures)
-    print(f"\n{title}")
-    for name, value in figures.items():
-        print(f"  {name:42s} {value:12.2f}")
-
-
 def test_contiguous_batches_and_random_access(benchmark: Any, contiguous: list[str]) -> None:
     ds = PooledH5Dataset(contiguous, "data", max_open=64, num_threads=1)
     batches = bench_chunked.block_batches(ds, BATCH, len(ds))
@@ -124,26 +113,22 @@ def test_contiguous_batches_and_random_access(benchmark: Any, contiguous: list[s
     )
 
 
-def test_gzip_rows_against_h5py_and_floor(benchmark: Any, gzip_rows: list[str]) -> None:
-    figures = benchmark.pedantic(
-        bench_chunked.measure, args=(gzip_rows, "data"), kwargs={"samples": 40000}, rounds=1
-    )
-    report(
-        benchmark,
-        "gzip 4 + shuffle, chunks (8, 1024), block order, batches of 64",
-        _chunked_ratios(figures),
-    )
+CHUNKED_CASES = {
+    "gzip_rows": ("data", 40000, "gzip 4 + shuffle, chunks (8, 1024), block order"),
+    "images": ("image", 10000, "images (64,64,3) uint8, one per gzip chunk"),
+}
 
 
-def test_images_against_floor(benchmark: Any, images: list[str]) -> None:
+@pytest.mark.parametrize("corpus", list(CHUNKED_CASES))
+def test_chunked_against_h5py_and_floor(
+    benchmark: Any, request: pytest.FixtureRequest, corpus: str
+) -> None:
+    key, samples, title = CHUNKED_CASES[corpus]
+    paths = request.getfixturevalue(corpus)
     figures = benchmark.pedantic(
-        bench_chunked.measure, args=(images, "image"), kwargs={"samples": 10000}, rounds=1
+        bench_chunked.measure, args=(paths, key), kwargs={"samples": samples}, rounds=1
     )
-    report(
-        benchmark,
-        "images (64,64,3) uint8, one per gzip chunk, batches of 64",
-        _chunked_ratios(figures),
-    )
+    report(benchmark, f"{title}, batches of 64", _chunked_ratios(figures))
 
 
 def _chunked_ratios(figures: bench_chunked.ChunkedFigures) -> dict[str, float]:
@@ -162,7 +147,7 @@ def _chunked_ratios(figures: bench_chunked.ChunkedFigures) -> dict[str, float]:
 
 def test_epoch_5000_files_32_rows(benchmark: Any, tmp_path: Path) -> None:
     folder = tmp_path / "epoch5000"
-    synthetic.make_corpus(folder, files=files(5000), rows=32, width=1024)
+    synthetic.make_corpus(folder, files=scaled(5000), rows=32, width=1024)
     ds = PooledH5Dataset(folder, "data", max_open=64, num_threads=1)
     batches = bench_chunked.block_batches(ds, BATCH, len(ds))
 

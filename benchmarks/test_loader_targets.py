@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -18,13 +17,9 @@ from torch.utils.data import DataLoader
 
 from h5pool import BlockShuffleSampler, Loader, PooledH5Dataset, synthetic
 from h5pool.bench import InMemoryRows
+from targets import report, scaled
 
-SCALE = float(os.environ.get("H5POOL_BENCH_ENGINE_SCALE", "1"))
 BATCH, WORKERS, SAMPLES = 64, 2, 40000
-
-
-def files(count: int) -> int:
-    return max(8, int(count * SCALE))
 
 
 def rate(batches: Iterable[Any], key: str, limit: int = SAMPLES) -> float:
@@ -45,20 +40,13 @@ def rate(batches: Iterable[Any], key: str, limit: int = SAMPLES) -> float:
 
 @pytest.fixture(scope="module")
 def contiguous(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    return synthetic.make_corpus(tmp_path_factory.mktemp("loader-c"), files(2000), 32, 1024)
+    return synthetic.make_corpus(tmp_path_factory.mktemp("loader-c"), scaled(2000), 32, 1024)
 
 
 @pytest.fixture(scope="module")
 def gzip_rows(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     folder = tmp_path_factory.mktemp("loader-gz")
-    return synthetic.make_corpus(folder, files(2000), 64, 1024, storage="gzip")
-
-
-def report(benchmark: Any, title: str, figures: dict[str, float]) -> None:
-    benchmark.extra_info.update(figures)
-    print(f"\n{title}")
-    for name, value in figures.items():
-        print(f"  {name:52s} {value:12.2f}")
+    return synthetic.make_corpus(folder, scaled(2000), 64, 1024, storage="gzip")
 
 
 def test_loader_against_in_memory_dataloader(benchmark: Any, contiguous: list[str]) -> None:
