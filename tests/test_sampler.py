@@ -232,7 +232,7 @@ def test_worker_interleaving_keeps_every_sample_and_each_worker_to_its_blocks(
     # dry, a worker's batches contain only samples of blocks b with b % workers == it.
     data = indexed(counts)
     sampler = BlockShuffleSampler(data, files_per_block=per_block, seed=9, num_replicas=1, rank=0)
-    _, blocks = sampler._epoch_stream()
+    blocks = sampler.epoch_plan().block_of_files()
     dealt_order = list(
         BlockShuffleSampler(
             data,

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from h5pool.dataset import PooledH5Dataset
 from h5pool.loader_stats import EpochStats, process_counters
+from h5pool.order import worker_stretches
 from h5pool.sampler import BlockShuffleSampler, ResolvedRanks
 
 logger = logging.getLogger(__name__)
@@ -133,24 +134,38 @@ class Loader:
         total = len(self.dataset)
         return total // num_replicas if self.drop_last else math.ceil(total / num_replicas)
 
-    def batches(self, epoch: int | None = None) -> list[IntArray]:
-        """This rank's batches of sample indices for ``epoch`` (default: the current one)."""
-        num_replicas, rank = self._ranks.resolve(announce=True)
+    def _batch_reader(self, epoch: int | None = None) -> Callable[[int], IntArray]:
+        """Batch ``k`` of this rank for ``epoch``, worked out on demand from the
+        per-file counts: nothing of size O(samples) is ever built."""
+        _, rank = self._ranks.resolve(announce=True)
         order = self._order
-        order.set_epoch(self.epoch if epoch is None else epoch)
-        stream = order.epoch_order()
+        plan = order.epoch_plan(self.epoch if epoch is None else epoch)
         per_rank = self._rank_samples()
-        wanted = per_rank * num_replicas
-        if wanted > len(stream):  # pad by repeating from the start, as DistributedSampler does
-            stream = np.resize(stream, wanted)
-        share = stream[rank * per_rank : (rank + 1) * per_rank]
-        count = len(self)
-        return [share[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
+        begin, end = rank * per_rank, (rank + 1) * per_rank
+        size = self.batch_size
+
+        def batch(number: int) -> IntArray:
+            first = begin + number * size
+            return plan.take(first, min(first + size, end))
+
+        return batch
+
+    def batches(self, epoch: int | None = None) -> list[IntArray]:
+        """This rank's batches of sample indices for ``epoch`` (default: the current
+        one), written out; iteration computes them one at a time instead."""
+        batch = self._batch_reader(epoch)
+        return [batch(number) for number in range(len(self))]
 
     def epoch_batches(self) -> list[IntArray]:
         """The batches in the order they are delivered: :meth:`batches`, or with
         workers, dealt so that each worker reads one contiguous stretch of them."""
-        return deal_to_workers(self.batches(), self.num_workers)
+        return list(self._delivery())
+
+    def _delivery(self, start: int = 0) -> Iterator[IntArray]:
+        """The epoch's batches in delivery order, from the ``start``-th on, lazily."""
+        batch = self._batch_reader()
+        for number in worker_stretches(len(self), self.num_workers)[start:].tolist():
+            yield batch(number)
 
     # -- iteration -----------------------------------------------------------------------
 
@@ -161,11 +176,16 @@ class Loader:
         start = self._resume_from or 0
         self._resume_from = None
         self._delivered = start
-        batches = self.epoch_batches()[start:]
+        remaining = max(0, len(self) - start)
+        batches = self._delivery(start)
         self._stats = EpochStats(self._last_reports if self.persistent_workers else None)
-        stream = self._from_workers(batches) if self.num_workers else self._from_threads(batches)
+        stream = (
+            self._from_workers(batches, remaining)
+            if self.num_workers
+            else self._from_threads(batches)
+        )
         bar = tqdm(
-            total=len(batches),
+            total=remaining,
             desc=f"epoch {self.epoch}",
             unit="batch",
             disable=not self.progress,
@@ -188,7 +208,7 @@ class Loader:
             bar.close()
             stream.close()
 
-    def _from_threads(self, batches: list[IntArray]) -> Generator[Batch, None, None]:
+    def _from_threads(self, batches: Iterator[IntArray]) -> Generator[Batch, None, None]:
         """Read batches in order, ``num_threads * prefetch`` of them in flight at most."""
         before = process_counters(self.dataset)
         window = max(1, self.num_threads * self.prefetch)
@@ -223,7 +243,9 @@ class Loader:
             }
         return batch
 
-    def _from_workers(self, batches: list[IntArray]) -> Generator[Batch, None, None]:
+    def _from_workers(
+        self, batches: Iterator[IntArray], count: int
+    ) -> Generator[Batch, None, None]:
         loader = self._workers_loader
         if loader is None or not self.persistent_workers:
             loader = DataLoader(
@@ -242,6 +264,7 @@ class Loader:
         sampler = loader.sampler
         assert isinstance(sampler, _EpochBatches)
         sampler.batches = batches
+        sampler.count = count
         for batch, counters, pid, samples in loader:
             self._stats.count(samples, None, counters.pop("bytes"))
             self._stats.add_process(pid, None, counters)
@@ -298,25 +321,14 @@ class _EpochBatches:
     """The sampler of the worker DataLoader: this epoch's batches, set before each epoch."""
 
     def __init__(self) -> None:
-        self.batches: list[IntArray] = []
+        self.batches: Iterator[IntArray] = iter(())
+        self.count = 0
 
     def __iter__(self) -> Iterator[IntArray]:
-        return iter(self.batches)
+        return self.batches
 
     def __len__(self) -> int:
-        return len(self.batches)
-
-
-def deal_to_workers(batches: list[IntArray], workers: int) -> list[IntArray]:
-    """Order batches so that DataLoader's round-robin gives worker ``w`` the ``w``-th
-    contiguous stretch of the epoch: each worker reads its own blocks of files."""
-    if workers < 2:
-        return batches
-    stretches = np.array_split(np.arange(len(batches)), workers)
-    dealt: list[IntArray] = []
-    for step in range(max(len(s) for s in stretches)):
-        dealt.extend(batches[int(s[step])] for s in stretches if step < len(s))
-    return dealt
+        return self.count
 
 
 def _identity(item: Any) -> Any:

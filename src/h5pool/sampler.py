@@ -23,7 +23,6 @@ builds this order in and needs no sampler at all.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import sys
@@ -37,6 +36,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from h5pool.index import CorpusIndex
+from h5pool.order import EpochOrder
 from h5pool.pool import HandlePool
 
 IntArray = npt.NDArray[np.int64]
@@ -134,50 +134,43 @@ class BlockShuffleSampler(DistributedSampler[int]):
         """Choose the epoch's order; call it before each epoch, on every rank."""
         self.epoch = epoch
 
-    def epoch_order(self) -> IntArray:
-        """The whole epoch's stream for all ranks, before padding or dropping."""
-        return self._epoch_stream()[0]
-
-    def _epoch_stream(self) -> tuple[IntArray, IntArray]:
-        """The epoch's samples, and the block number of every file."""
-        total = int(self.counts.sum())
-        if not self.shuffle:
-            blocks = np.arange(len(self.counts), dtype=np.int64) // self.files_per_block
-            return np.arange(total, dtype=np.int64), blocks
-        rng = np.random.default_rng([self.seed, self.epoch])
-        file_order = rng.permutation(len(self.counts))
-        # Every sample of the files in shuffled file order, without a Python loop
-        # over samples: each file's run starts at its global start.
-        ordered_counts = self.counts[file_order]
-        run_starts = np.cumsum(ordered_counts) - ordered_counts
-        file_starts = (np.cumsum(self.counts) - self.counts)[file_order]
-        samples: IntArray = np.arange(total, dtype=np.int64) + np.repeat(
-            file_starts - run_starts, ordered_counts
+    def epoch_plan(self, epoch: int | None = None) -> EpochOrder:
+        """The epoch's order as arithmetic on per-file counts (O(files) memory)."""
+        return EpochOrder(
+            self.counts,
+            self.files_per_block,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
         )
-        # Then shuffle inside each block of files_per_block files.
-        block_ends = np.cumsum(ordered_counts)[self.files_per_block - 1 :: self.files_per_block]
-        for block in np.split(samples, block_ends[block_ends < total]):
-            rng.shuffle(block)
-        blocks = np.empty(len(self.counts), dtype=np.int64)
-        blocks[file_order] = np.arange(len(self.counts), dtype=np.int64) // self.files_per_block
-        return samples, blocks
+
+    def epoch_order(self) -> IntArray:
+        """The whole epoch's stream for all ranks, before padding or dropping.
+
+        Written out in full (O(samples)): for inspection and tests, not for training.
+        """
+        plan = self.epoch_plan()
+        return plan.take(0, plan.total)
+
+    def rank_chunks(self) -> Iterator[IntArray]:
+        """This rank's share of the (padded or trimmed) epoch stream, a piece at a
+        time, arranged for the DataLoader's workers when ``num_workers`` > 1.
+
+        The share is the range ``[rank * num_samples, (rank + 1) * num_samples)``
+        of the stream; only one block of it is laid out at a time.
+        """
+        plan = self.epoch_plan()
+        begin = self.rank * self.num_samples
+        end = begin + self.num_samples
+        if self.shuffle and self.num_workers > 1 and self.batch_size:
+            return plan.dealt_for_workers(begin, end, self.batch_size, self.num_workers)
+        return plan.chunks(begin, end)
 
     def rank_indices(self) -> IntArray:
-        """This rank's contiguous share of the (padded or trimmed) epoch stream,
-        arranged for the DataLoader's workers when ``num_workers`` > 1."""
-        order, blocks = self._epoch_stream()
-        if self.total_size > len(order):  # pad by repeating from the start
-            repeats = math.ceil(self.total_size / max(len(order), 1))
-            order = np.tile(order, repeats)
-        order = order[: self.total_size]
-        begin = self.rank * self.num_samples
-        share = order[begin : begin + self.num_samples]
-        if self.shuffle and self.num_workers > 1 and self.batch_size:
-            file_of = np.searchsorted(np.cumsum(self.counts), share, side="right")
-            share = interleave_for_workers(
-                share, blocks[file_of] % self.num_workers, self.batch_size, self.num_workers
-            )
-        return share
+        """This rank's whole share, written out (O(samples / ranks)); iteration
+        itself never builds it."""
+        pieces = list(self.rank_chunks())
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
 
     def __iter__(self) -> Iterator[int]:
         num_replicas, _ = self._replicas.resolve(announce=True)
@@ -188,12 +181,17 @@ class BlockShuffleSampler(DistributedSampler[int]):
                 "Pass h5pool.Loader to prepare() instead (it is left as it is), or build the "
                 "sampler with num_replicas=1, rank=0 and let accelerate shard."
             )
-        start = self._resume_from or 0
+        skip = self._resume_from or 0
         self._resume_from = None
-        self.yielded = start
-        for index in itertools.islice(self.rank_indices().tolist(), start, None):
-            self.yielded += 1
-            yield index
+        self.yielded = skip
+        for piece in self.rank_chunks():
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            for index in piece[skip:].tolist():
+                self.yielded += 1
+                yield index
+            skip = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "seed": self.seed, "yielded": self.yielded}
@@ -207,28 +205,6 @@ class BlockShuffleSampler(DistributedSampler[int]):
         self.seed = int(state.get("seed", self.seed))
         self._resume_from = yielded
         self.yielded = yielded
-
-
-def interleave_for_workers(
-    samples: IntArray, worker_of: IntArray, batch_size: int, num_workers: int
-) -> IntArray:
-    """Order ``samples`` so that DataLoader worker ``w`` gets the samples marked ``w``.
-
-    DataLoader hands batch ``k`` to worker ``k % num_workers``.  Without this,
-    every worker sees every block and opens every file; with it, each worker
-    reads (and opens) only its own blocks' files.  Each worker's samples keep
-    their order; whole batches are dealt round-robin, and the partial batches
-    that are left go at the end, where they cannot shift the alignment.
-    """
-    streams = [samples[worker_of == worker] for worker in range(num_workers)]
-    full = [len(stream) // batch_size for stream in streams]
-    dealt: list[IntArray] = []
-    for batch in range(max(full, default=0)):
-        for worker, stream in enumerate(streams):
-            if batch < full[worker]:
-                dealt.append(stream[batch * batch_size : (batch + 1) * batch_size])
-    dealt.extend(stream[full[w] * batch_size :] for w, stream in enumerate(streams))
-    return np.concatenate(dealt) if dealt else samples
 
 
 def _distributed() -> bool:
