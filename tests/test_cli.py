@@ -209,5 +209,5 @@ def test_index_then_dataset_uses_cache(tmp_path: Path) -> None:
     again = h5pool("index", str(corpus), "--out", str(index), "--key", "data", "label")
     assert again.returncode == 0, again.stderr
     assert "changed since it was indexed" in again.stderr
-    assert "rescanned 1" in again.stderr
+    assert "scanning 1 new or changed" in again.stderr
     assert "42 samples" in again.stdout

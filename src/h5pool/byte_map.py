@@ -273,6 +273,10 @@ class KeyMaps:
     def spec(self, file_number: int) -> KeySpec:
         return self.specs[int(self.spec_ids[file_number])]
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.spec_ids.nbytes + self.positions.nbytes + self.chunks.nbytes)
+
     def file_map(self, file_number: int, rows: int) -> FileKeyMap:
         """File ``file_number``'s map back as one object (for reusing a cached index)."""
         spec = self.spec(file_number)

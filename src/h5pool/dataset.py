@@ -22,10 +22,13 @@ from torch.utils.data import Dataset
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
 from h5pool.errors import CorpusError, LayoutError, MissingFileError
-from h5pool.index import CorpusIndex, Layout, build_index
+from h5pool.index import CorpusIndex, Layout
+from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.readers import decode_attrs, read_member
+from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files
+from h5pool.startup import Verify, obtain_index
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class PooledH5Dataset(Dataset[Any]):
         progress: bool = False,
         num_threads: int | None = None,
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
+        verify: Verify = "stat",
+        scan_processes: int | None = None,
     ) -> None:
         if layout not in ("rows", "members"):
             raise ValueError(f"layout must be 'rows' or 'members', not {layout!r}")
@@ -102,10 +107,12 @@ class PooledH5Dataset(Dataset[Any]):
         self.pool = pool
         self._memo_key = ("h5pool.dataset", uuid.uuid4().hex)
 
-        paths = expand_files(files, self.pool.filesystems)
-        cached = _load_index_cache(index_cache)
-        try:
-            self.index, self.skipped = build_index(
+        self.verify: Verify = verify
+
+        def build(
+            paths: list[str], cached: CorpusIndex | None, restat: bool
+        ) -> tuple[CorpusIndex, list[tuple[str, str]], ScanStats]:
+            return build_index(
                 paths,
                 layout=layout,
                 keys=self.keys,
@@ -114,17 +121,30 @@ class PooledH5Dataset(Dataset[Any]):
                 on_error=on_error,
                 progress=progress,
                 reuse=cached,
+                restat=restat,
+                processes=scan_processes,
+            )
+
+        try:
+            self.index, self.skipped, self.index_stats = obtain_index(
+                files,
+                cache=index_cache,
+                verify=verify,
+                config=(layout, self.keys, group),
+                list_files=lambda: expand_files(files, self.pool.filesystems, progress=progress),
+                build=build,
             )
         finally:
             # Leave nothing open in the constructing process: forking is safe now.
             self.pool.close()
-        if index_cache is not None and (cached is None or not cached.same_entries(self.index)):
-            self.index.save(index_cache)
+        if len(self.index) == 0:
+            logger.warning("h5pool: the corpus's %d files hold no samples", len(self.index.files))
 
     # -- the Dataset protocol -------------------------------------------------------
 
     @property
-    def files(self) -> list[str]:
+    def files(self) -> PathList:
+        """The indexed files in index order (a compact sequence of paths)."""
         return self.index.files
 
     def __len__(self) -> int:
@@ -304,7 +324,9 @@ def _flat(indices: Indices) -> list[int]:
     return [int(i) for i in np.asarray(indices).reshape(-1).tolist()]
 
 
-def _position_of(files: list[str], exc: CorpusError, file_numbers: IntArray, rows: IntArray) -> int:
+def _position_of(
+    files: Sequence[str], exc: CorpusError, file_numbers: IntArray, rows: IntArray
+) -> int:
     """The first request position of the file (and row) an error names, else 0."""
     if exc.path in files:
         matches = file_numbers == files.index(exc.path)
@@ -320,13 +342,3 @@ def _naming_sample(exc: CorpusError, index: int) -> CorpusError:
     if str(exc).startswith("sample "):
         return exc
     return type(exc)(f"sample {index}: {exc}", path=exc.path)
-
-
-def _load_index_cache(path: str | os.PathLike[str] | None) -> CorpusIndex | None:
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        return CorpusIndex.load(path)
-    except Exception as exc:
-        logger.warning("h5pool: ignoring unreadable index cache %s: %s", path, exc)
-        return None

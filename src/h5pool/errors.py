@@ -26,6 +26,18 @@ class CorpusError(Exception):
         # KeyError's str() adds quotes around the message; keep messages plain.
         return str(self.args[0]) if self.args else ""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled with its path and row: scanning processes send errors back."""
+        return (_rebuilt, (type(self), str(self), self.path, self.row))
+
+
+def _rebuilt(
+    kind: type[CorpusError], message: str, path: str | None, row: int | None
+) -> CorpusError:
+    error = kind(message, path=path)
+    error.row = row
+    return error
+
 
 class MissingFileError(CorpusError, FileNotFoundError):
     """A path that was given, or indexed earlier, does not exist."""

@@ -49,6 +49,8 @@ from h5pool.remote import (
 )
 
 logger = logging.getLogger(__name__)
+#: Paths whose ``realpath`` a pool remembers.
+PATH_MEMO_SIZE = 4096
 
 #: HDF5 2.0 gives every open dataset an 8 MiB chunk cache; a pool of 128 files
 #: with a few datasets each could then hold gigabytes per DataLoader worker.
@@ -379,7 +381,8 @@ class HandlePool:
         self._handles = _HandleLRU(self._close_evicted)
         # Never the parent's instances: fsspec's async filesystems are not fork-safe.
         self.filesystems = Filesystems(self.storage_options)
-        self._normalised: dict[str, str] = {}
+        # Bounded: a pool that sees a million distinct paths must not keep them all.
+        self._normalised: cachetools.LRUCache[str, str] = cachetools.LRUCache(PATH_MEMO_SIZE)
         self._hits = self._misses = self._evictions = 0
         self._emfile_retries = self._overflows = self._peak = 0
         self._hdf5_opens = self._raw_opens = self._descriptors = 0
@@ -562,12 +565,14 @@ class HandlePool:
     def _normalise(self, path: str | os.PathLike[str]) -> str:
         """``realpath`` (URLs as they are), memoised: it costs several µs of syscalls."""
         raw = os.fspath(path)
-        try:
-            return self._normalised[raw]
-        except KeyError:
-            resolved = raw if is_url(raw) else os.path.realpath(raw)
+        with self._lock:
+            known = self._normalised.get(raw)
+        if known is not None:
+            return known
+        resolved = raw if is_url(raw) else os.path.realpath(raw)
+        with self._lock:
             self._normalised[raw] = resolved
-            return resolved
+        return resolved
 
     def _close_evicted(self, entry: PooledFile) -> None:
         self._evictions += 1

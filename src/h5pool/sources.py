@@ -11,7 +11,9 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+
+from tqdm.auto import tqdm
 
 from h5pool.errors import MissingFileError, NoFilesFoundError
 from h5pool.remote import HDF5_SUFFIXES, Filesystems, expand_url, is_url
@@ -32,7 +34,9 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def expand_files(files: FileSpec, filesystems: Filesystems | None = None) -> list[str]:
+def expand_files(
+    files: FileSpec, filesystems: Filesystems | None = None, *, progress: bool = False
+) -> list[str]:
     """Resolve paths, directories and glob patterns to absolute real paths.
 
     URLs (``s3://bucket/prefix/``, globs of them, ...) are listed through
@@ -46,18 +50,22 @@ def expand_files(files: FileSpec, filesystems: Filesystems | None = None) -> lis
     resolver = _RealPaths()
     resolved: list[str] = []
     seen: set[str] = set()
+    bar = tqdm(desc="listing", unit="file", disable=not progress, leave=False)
     for spec in specs:
         text = os.fspath(spec)
         if is_url(text):
             expanded = expand_url(text, filesystems or Filesystems(None))
         else:
-            expanded = _expand_one(text, resolver)
+            expanded = _expand_one(text, resolver, bar.update)
+        if not os.path.isdir(text):
+            bar.update(len(expanded))
         for real in expanded:
             if real in seen:
                 logger.info("h5pool: %s is listed more than once; keeping the first", real)
                 continue
             seen.add(real)
             resolved.append(real)
+    bar.close()
     if not resolved:
         raise NoFilesFoundError(f"no HDF5 files given: {files!r}")
     return resolved
@@ -89,7 +97,7 @@ class _RealPaths:
         return os.path.realpath(joined) if is_link else joined
 
 
-def _walk_hdf5(root: str, resolver: _RealPaths) -> list[str]:
+def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], object]) -> list[str]:
     """Every HDF5 file under ``root``, ordered by where it sits in the tree.
 
     Linked folders are followed (once each, so a link back up the tree cannot
@@ -104,6 +112,7 @@ def _walk_hdf5(root: str, resolver: _RealPaths) -> list[str]:
         if real_folder in visited:
             continue
         visited.add(real_folder)
+        before = len(found)
         with os.scandir(real_folder) as entries:
             for entry in entries:
                 shown_path = os.path.join(shown, entry.name)
@@ -113,14 +122,17 @@ def _walk_hdf5(root: str, resolver: _RealPaths) -> list[str]:
                 elif entry.name.lower().endswith(HDF5_SUFFIXES):
                     real = resolver(entry.path, is_link=entry.is_symlink())
                     found.append((shown_path, real))
+        found_more(len(found) - before)
     found.sort(key=lambda pair: natural_key(pair[0]))
     return [real for _, real in found]
 
 
-def _expand_one(spec: str, resolver: _RealPaths) -> list[str]:
+def _expand_one(
+    spec: str, resolver: _RealPaths, found_more: Callable[[int], object] = lambda n: None
+) -> list[str]:
     spec = os.path.expanduser(spec)
     if os.path.isdir(spec):
-        found = _walk_hdf5(spec, resolver)
+        found = _walk_hdf5(spec, resolver, found_more)
         if not found:
             raise NoFilesFoundError(
                 f"{spec}: directory contains no HDF5 files (*{', *'.join(HDF5_SUFFIXES)})",

@@ -1,0 +1,320 @@
+"""Scanning files into a :class:`~h5pool.index.CorpusIndex`, in parallel processes.
+
+Why processes: HDF5 serialises every call within a process behind one lock, so
+threads scan no faster than one; each process scans a contiguous slice of the
+files through a pool of one handle (files are touched once here, and HDF5
+slows every open in proportion to the files it holds).  The scanning pools are
+not the dataset's, so the dataset's read statistics start from zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from h5pool.byte_map import FileKeyMap, KeyMaps, map_dataset
+from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
+from h5pool.index import CorpusIndex, Layout
+from h5pool.members import MemberNames
+from h5pool.pool import HandlePool, PooledFile
+from h5pool.remote import is_url
+from h5pool.sources import natural_key
+
+logger = logging.getLogger(__name__)
+#: Below this many files to scan, starting processes costs more than it saves.
+PARALLEL_SCAN_MIN_FILES = 256
+Outcome = Any  # a FileEntry, or the CorpusError/OSError that scanning raised
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """What scanning one file found."""
+
+    count: int
+    size: int
+    mtime: int
+    members: tuple[str, ...] = ()
+    maps: tuple[FileKeyMap, ...] = ()
+
+
+def member_names(entry: PooledFile, group: str) -> list[str]:
+    """The datasets directly under ``group``, in natural sort order."""
+    try:
+        node = entry.file[group]
+    except KeyError as exc:
+        raise MissingKeyError(
+            f"{entry.path}: no group {group!r} in the file", path=entry.path
+        ) from exc
+    if not isinstance(node, h5py.Group):
+        raise MissingKeyError(f"{entry.path}: {group!r} is not a group", path=entry.path)
+    names = [name for name, link in node.items() if isinstance(link, h5py.Dataset)]
+    return sorted(names, key=natural_key)
+
+
+def count_rows(entry: PooledFile, keys: Sequence[str]) -> int:
+    """Length of axis 0 shared by every key, or a :class:`LayoutError`."""
+    lengths: dict[str, int] = {}
+    for key in keys:
+        dataset = entry.dataset(key)
+        if dataset.ndim == 0:
+            raise LayoutError(
+                f"{entry.path}: dataset {key!r} is a scalar; the 'rows' layout needs axis 0",
+                path=entry.path,
+            )
+        lengths[key] = int(dataset.shape[0])
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
+        raise LayoutError(
+            f"{entry.path}: keys have unequal lengths on axis 0 ({described})", path=entry.path
+        )
+    return next(iter(lengths.values()))
+
+
+def scan_file(
+    pool: HandlePool, path: str, layout: Layout, keys: Sequence[str], group: str
+) -> FileEntry:
+    size, mtime = pool.stamp(path)
+    entry = pool.acquire(path)
+    try:
+        if layout == "rows":
+            count = count_rows(entry, keys)
+            local = pool.plain_descriptor and not is_url(path)
+            maps = tuple(_map_key(entry, key, local) for key in keys)
+            return FileEntry(count, size, mtime, maps=maps)
+        names = member_names(entry, group)
+        return FileEntry(len(names), size, mtime, tuple(names))
+    finally:
+        pool.release(entry)
+
+
+def _map_key(entry: PooledFile, key: str, local: bool) -> FileKeyMap:
+    """The key's byte map; a dataset HDF5 cannot describe is an unreadable file."""
+    dataset = entry.dataset(key)
+    try:
+        return map_dataset(dataset, entry.path, local=local)
+    except Exception as exc:
+        raise UnreadableFileError(
+            f"{entry.path}: cannot read the storage of {key!r}: {exc}", path=entry.path
+        ) from exc
+
+
+@dataclass(frozen=True)
+class ScanRecipe:
+    """What a scanning process needs: picklable, so it crosses into processes."""
+
+    layout: Layout
+    keys: tuple[str, ...]
+    group: str
+    pool: HandlePool
+
+    def scan(self, paths: Sequence[str]) -> tuple[list[Outcome], int]:
+        """Scan ``paths``; return what each gave, and how many HDF5 opens it took."""
+        pool = self.pool.empty_copy()
+        outcomes: list[Outcome] = []
+        try:
+            for path in paths:
+                try:
+                    outcomes.append(scan_file(pool, path, self.layout, self.keys, self.group))
+                except (CorpusError, OSError) as exc:
+                    outcomes.append(_portable(exc, path))
+        finally:
+            pool.close()
+        return outcomes, pool.stats().hdf5_opens
+
+
+def _portable(exc: BaseException, path: str) -> CorpusError | OSError:
+    """The error as it pickles: OSErrors from h5py lose nothing, others keep the text."""
+    if isinstance(exc, CorpusError | OSError):
+        return exc
+    return UnreadableFileError(f"{path}: {exc}", path=path)
+
+
+def scan_pool(pool: HandlePool) -> HandlePool:
+    """A pool of one handle with ``pool``'s settings: what a scan runs through."""
+    state = pool.__getstate__()
+    state["max_open"] = 1
+    scanner = HandlePool.__new__(HandlePool)
+    scanner.__setstate__(state)
+    return scanner
+
+
+def default_scan_processes(files: int) -> int:
+    """One process per core, up to 8, once there are enough files to pay for them."""
+    if files < PARALLEL_SCAN_MIN_FILES:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+@dataclass
+class ScanStats:
+    """What building an index cost, kept apart from the dataset's read counters."""
+
+    files_scanned: int = 0
+    files_reused: int = 0
+    processes: int = 1
+    hdf5_opens: int = 0
+    seconds: float = 0.0
+
+
+def scan_outcomes(
+    recipe: ScanRecipe, paths: Sequence[str], processes: int, progress: bool, stats: ScanStats
+) -> Iterator[Outcome]:
+    """Scan ``paths`` (in their order), in ``processes`` processes when more than one."""
+    stats.files_scanned = len(paths)
+    stats.processes = processes if processes > 1 and len(paths) > 1 else 1
+    bar = tqdm(total=len(paths), desc="indexing", unit="file", disable=not progress, leave=False)
+    if processes <= 1 or len(paths) < 2:
+        outcomes: list[Outcome] = []
+        for start in range(0, len(paths), 64):
+            done, opens = recipe.scan(paths[start : start + 64])
+            outcomes.extend(done)
+            stats.hdf5_opens += opens
+            bar.update(len(done))
+        bar.close()
+        return iter(outcomes)
+    # Slices of a few hundred files: large enough to amortise the round trip,
+    # small enough that the progress bar moves and the processes finish together.
+    size = max(1, min(512, math.ceil(len(paths) / (processes * 4))))
+    slices = [paths[start : start + size] for start in range(0, len(paths), size)]
+    results: list[list[Outcome]] = []
+    with ProcessPoolExecutor(processes, mp_context=_context()) as executor:
+        for done, opens in executor.map(recipe.scan, slices):
+            results.append(done)
+            stats.hdf5_opens += opens
+            bar.update(len(done))
+    bar.close()
+    return (outcome for done in results for outcome in done)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork when no HDF5 file is open here (cheap, and safe then), forkserver otherwise."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL) == 0:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def build_index(
+    files: Sequence[str],
+    *,
+    layout: Layout,
+    keys: Sequence[str],
+    group: str,
+    pool: HandlePool,
+    on_error: Literal["raise", "skip"] = "raise",
+    progress: bool = False,
+    reuse: CorpusIndex | None = None,
+    restat: bool = True,
+    processes: int | None = None,
+) -> tuple[CorpusIndex, list[tuple[str, str]], ScanStats]:
+    """Scan ``files`` and return the index, the skipped files and the scan's counters.
+
+    ``reuse`` is an earlier index (e.g. loaded from a cache file): a file it
+    holds is taken from it without being opened, when its size and mtime are
+    unchanged (``restat=True``) or without looking (``restat=False``).
+    The files left to scan are scanned in ``processes`` processes (default:
+    :func:`default_scan_processes`), each through a pool of one handle.
+    """
+    reusable = _reusable_entries(reuse, layout, keys, group, pool, restat)
+    found: list[FileEntry | None] = []
+    pending: list[str] = []
+    for path in files:
+        try:
+            entry = reusable(path)
+        except (CorpusError, OSError):
+            entry = None
+        found.append(entry)
+        if entry is None:
+            pending.append(path)
+    if reuse is not None and pending:
+        logger.info("h5pool: index cache: scanning %d new or changed files", len(pending))
+    if processes is None:
+        processes = default_scan_processes(len(pending))
+    recipe = ScanRecipe(layout, tuple(keys), group, scan_pool(pool))
+    stats = ScanStats(files_reused=len(files) - len(pending))
+    began = time.perf_counter()
+    scanned = scan_outcomes(recipe, pending, processes, progress, stats)
+    kept: list[str] = []
+    entries: list[FileEntry] = []
+    skipped: list[tuple[str, str]] = []
+    for path, entry in zip(files, found, strict=True):
+        outcome: Outcome = entry if entry is not None else next(scanned)
+        if isinstance(outcome, BaseException):
+            if on_error == "raise":
+                raise outcome
+            logger.warning("h5pool: skipping %s", outcome)
+            skipped.append((path, str(outcome)))
+            continue
+        kept.append(path)
+        entries.append(outcome)
+    stats.seconds = time.perf_counter() - began
+    if not kept:
+        raise CorpusError(f"none of the {len(files)} files could be indexed: {skipped[0][1]}")
+    index = CorpusIndex(
+        files=kept,  # type: ignore[arg-type]
+        counts=np.array([e.count for e in entries], dtype=np.int64),
+        layout=layout,
+        keys=tuple(keys),
+        group=group,
+        sizes=np.array([e.size for e in entries], dtype=np.int64),
+        mtimes=np.array([e.mtime for e in entries], dtype=np.int64),
+        members=MemberNames.from_files([e.members for e in entries])
+        if layout == "members"
+        else MemberNames.empty(),
+        maps={
+            key: KeyMaps.from_files([e.maps[number] for e in entries])
+            for number, key in enumerate(keys)
+        }
+        if layout == "rows"
+        else {},
+    )
+    return index, skipped, stats
+
+
+def _reusable_entries(
+    reuse: CorpusIndex | None,
+    layout: Layout,
+    keys: Sequence[str],
+    group: str,
+    pool: HandlePool,
+    restat: bool,
+) -> Callable[[str], FileEntry | None]:
+    """A lookup of the unchanged files of an earlier index built the same way."""
+    if reuse is None or (reuse.layout, reuse.keys, reuse.group) != (layout, tuple(keys), group):
+        return lambda path: None
+    positions = {path: number for number, path in enumerate(reuse.files)}
+
+    def lookup(path: str) -> FileEntry | None:
+        number = positions.get(path)
+        if number is None:
+            return None
+        stamp = (int(reuse.sizes[number]), int(reuse.mtimes[number]))
+        if restat:
+            try:
+                now = pool.stamp(path)
+            except (OSError, CorpusError):
+                return None
+            if now != stamp:
+                logger.info("h5pool: index cache: %s changed since it was indexed", path)
+                return None
+        count = int(reuse.counts[number])
+        members = reuse.members.names_of(number, count) if layout == "members" else ()
+        maps = tuple(reuse.maps[key].file_map(number, count) for key in reuse.maps)
+        return FileEntry(count, stamp[0], stamp[1], members, maps)
+
+    return lookup
