@@ -25,11 +25,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_rank(rank: int, world: int, port: int, corpus: str, drop_last: bool, out: str) -> None:
+def run_rank(
+    rank: int, world: int, port: int, corpus: str, drop_last: bool, out: str, cache: str
+) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
-    ds = PooledH5Dataset(corpus, ["data", "label"], max_open=8)
+    # Both ranks name one index cache: one of them scans, the other waits and reads it.
+    ds = PooledH5Dataset(corpus, ["data", "label"], max_open=8, index_cache=cache)
     sampler = BlockShuffleSampler(ds, seed=42, drop_last=drop_last)  # ranks from the group
     loader = DataLoader(
         ds, batch_size=16, sampler=sampler, num_workers=2, collate_fn=collate_with_worker_stats
@@ -51,6 +54,7 @@ def run_rank(rank: int, world: int, port: int, corpus: str, drop_last: bool, out
             "replicas": sampler.num_replicas,
             "files_per_block": sampler.files_per_block,
             "epochs": epochs,
+            "files_scanned": ds.index_stats.files_scanned,
         },
     )
     if rank == 0:
@@ -68,7 +72,7 @@ def main() -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     mp.spawn(
         run_rank,
-        args=(2, free_port(), args.corpus, args.drop_last, args.out),
+        args=(2, free_port(), args.corpus, args.drop_last, args.out, args.out + ".index.npz"),
         nprocs=2,
         join=True,
     )

@@ -51,6 +51,8 @@ def test_two_ranks_share_the_corpus(corpus: str, tmp_path: Path, drop_last: bool
     ranks = sorted(report["ranks"], key=lambda r: r["rank"])  # type: ignore[arg-type, index]
     assert [r["rank"] for r in ranks] == [0, 1]
     assert all(r["replicas"] == 2 for r in ranks)  # defaults taken from the process group
+    # One shared index cache: one rank scanned every file, the other read its cache.
+    assert sorted(r["files_scanned"] for r in ranks) == [0, FILES]
     every = Counter(f * 1000 + r for f in range(FILES) for r in range(ROWS))
     per_block = ranks[0]["files_per_block"]
     for epoch in range(2):
