@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from corpus_tools import index_of_counts
 from h5pool import CorpusIndex
-from h5pool.sources import natural_key
+from h5pool.sources import expand_files, natural_key
 
 counts_strategy = st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=60).filter(
     lambda counts: sum(counts) > 0
@@ -71,3 +71,32 @@ def test_save_and_load_round_trip(
 def test_natural_key_orders_numbers_by_value(numbers: list[int]) -> None:
     names = [f"shard_{n}.h5" for n in numbers]
     assert sorted(names, key=natural_key) == [f"shard_{n}.h5" for n in sorted(numbers)]
+
+
+names_st = st.lists(
+    st.tuples(
+        st.sampled_from(["", "a", "a1", "b10", "2", "x_"]),
+        st.sampled_from(["s", "s_", "1", "10", "s2", "-", "_9"]),
+        st.integers(0, 120),
+    ),
+    min_size=1,
+    max_size=25,
+    unique=True,
+)
+
+
+@settings(max_examples=30)
+@given(names_st)
+def test_folder_listing_is_the_natural_order_of_full_paths(
+    tmp_path_factory: pytest.TempPathFactory, names: list[tuple[str, str, int]]
+) -> None:
+    """Sorting by the path below the folder gives the order of the full paths."""
+    root = Path(tmp_path_factory.mktemp("listing")) / "data7"
+    made = []
+    for folder, stem, number in names:
+        parent = root / folder if folder else root
+        parent.mkdir(parents=True, exist_ok=True)
+        path = parent / f"{stem}{number}.h5"
+        path.touch()
+        made.append(str(path))
+    assert expand_files(str(root)) == sorted(set(made), key=natural_key)

@@ -289,3 +289,65 @@ def test_scanning_in_processes_gives_the_same_index(corpus: Path, tmp_path: Path
     with pytest.raises(UnreadableFileError) as raised:
         PooledH5Dataset(corpus, KEYS, scan_processes=2)
     assert raised.value.path == str(bad)
+
+
+def same_maps(one: CorpusIndex, other: CorpusIndex) -> bool:
+    """Byte maps equal file by file (spec numbering and table order may differ)."""
+    for key in one.maps:
+        for number, count in enumerate(one.counts.tolist()):
+            mine = one.maps[key].file_map(number, count)
+            theirs = other.maps[key].file_map(number, count)
+            if mine.spec != theirs.spec or mine.offset != theirs.offset:
+                return False
+            if not np.array_equal(mine.chunks, theirs.chunks):
+                return False
+    return True
+
+
+def test_a_cached_start_with_changes_equals_a_fresh_scan(tmp_path: Path) -> None:
+    """Kept, removed, added and replaced files of mixed storage, put together from the
+    cache's arrays and new scans, give the index a scan from nothing gives."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    storages: list[dict[str, Any]] = [
+        {},
+        {"chunks": (3, 2), "compression": "gzip"},
+        {"chunks": (4, 3)},
+        {"chunks": (2, 1), "compression": "lzf"},
+    ]
+    for number in range(12):
+        write_rows_file(
+            folder / f"f_{number}.h5", number, 5 + number % 4, 3, **storages[number % 4]
+        )
+    cache = tmp_path / "index.npz"
+    PooledH5Dataset(folder, KEYS, index_cache=cache)
+    os.remove(folder / "f_3.h5")
+    write_rows_file(folder / "f_12.h5", 12, 9, 3, chunks=(5, 3), compression="gzip")
+    write_rows_file(tmp_path / "new.h5", 40, 7, 3, chunks=(2, 3))
+    shutil.copyfile(tmp_path / "new.h5", folder / "f_6.h5")
+    for mode in ("stat", "listing"):
+        cached = PooledH5Dataset(folder, KEYS, index_cache=cache, verify=mode)  # type: ignore[arg-type]
+        scratch = PooledH5Dataset(folder, KEYS)
+        if mode == "stat":
+            assert cached.index.same_entries(scratch.index) and same_maps(
+                cached.index, scratch.index
+            )
+            assert values(cached) == values(scratch)
+        assert cached.index_stats.files_scanned == (2 if mode == "stat" else 0)
+
+
+def test_members_from_the_cache_and_new_scans(tmp_path: Path) -> None:
+    for number in range(3):
+        write_member_file(tmp_path / f"t_{number}.h5", number, 3)
+    with h5py.File(tmp_path / "t_1.h5", "a") as f:
+        f["runs"].create_dataset("odd_name", data=np.full(3, encoded(1, 99)))
+    cache = tmp_path / "index.npz"
+    PooledH5Dataset(tmp_path, layout="members", group="runs", index_cache=cache)
+    write_member_file(tmp_path / "t_3.h5", 3, 2)
+    os.remove(tmp_path / "t_0.h5")
+    cached = PooledH5Dataset(tmp_path, layout="members", group="runs", index_cache=cache)
+    scratch = PooledH5Dataset(tmp_path, layout="members", group="runs")
+    assert cached.index.same_entries(scratch.index)
+    assert [int(cached[i]["data"][0]) for i in range(len(cached))] == [
+        int(scratch[i]["data"][0]) for i in range(len(scratch))
+    ]

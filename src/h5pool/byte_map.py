@@ -153,13 +153,14 @@ def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> File
     several (their offsets are not offsets of ``path``).
     """
     dtype = dataset.dtype
-    row_shape = tuple(int(n) for n in dataset.shape[1:]) if dataset.shape else ()
+    shape = dataset.shape  # a property that asks HDF5 each time: once here
+    row_shape = tuple(int(n) for n in shape[1:]) if shape else ()
     text = dtype_to_text(dtype)
 
     def hdf5(reason: str) -> FileKeyMap:
         return FileKeyMap(KeySpec(HDF5, text, row_shape, reason=reason))
 
-    reason = _unmappable_reason(dataset, path, local)
+    reason = _unmappable_reason(dataset, shape, path, local)
     if reason:
         return hdf5(reason)
     dcpl = dataset.id.get_create_plist()
@@ -187,11 +188,13 @@ def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> File
     return FileKeyMap(spec, chunks=chunk_table(dataset))
 
 
-def _unmappable_reason(dataset: h5py.Dataset, path: str, local: bool) -> str:
+def _unmappable_reason(
+    dataset: h5py.Dataset, shape: tuple[int, ...] | None, path: str, local: bool
+) -> str:
     if not local:
         return "remote file or a multi-file driver"
     dtype = dataset.dtype
-    if dataset.shape is None or not dataset.shape:
+    if shape is None or not shape:
         return "scalar or empty dataspace"
     if dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.fields:
         return f"type {dtype} is not a fixed-size number"
@@ -208,7 +211,7 @@ def _unmappable_reason(dataset: h5py.Dataset, path: str, local: bool) -> str:
     if dataset.id.get_create_plist().get_external_count() > 0:
         return "external raw storage"
     holder = dataset.file.filename
-    if os.path.realpath(holder) != os.path.realpath(path):
+    if holder != path and os.path.realpath(holder) != os.path.realpath(path):
         return f"reached through an external link into {holder}"
     return ""
 

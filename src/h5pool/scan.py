@@ -14,19 +14,22 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from h5pool.byte_map import FileKeyMap, KeyMaps, map_dataset
 from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
 from h5pool.index import CorpusIndex, Layout
+from h5pool.index_merge import combine
 from h5pool.members import MemberNames
+from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
@@ -85,7 +88,7 @@ def scan_file(
     pool: HandlePool, path: str, layout: Layout, keys: Sequence[str], group: str
 ) -> FileEntry:
     size, mtime = pool.stamp(path)
-    entry = pool.acquire(path)
+    entry = pool.acquire(path, resolved=True)  # listed paths are real paths already
     try:
         if layout == "rows":
             count = count_rows(entry, keys)
@@ -204,7 +207,7 @@ def scan_outcomes(
 def _context() -> multiprocessing.context.BaseContext:
     """fork when no HDF5 file is open here (cheap, and safe then), forkserver otherwise."""
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL) == 0:
+    if "fork" in methods and h5py.h5f.get_obj_count(types=h5py.h5f.OBJ_FILE) == 0:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
@@ -230,17 +233,8 @@ def build_index(
     The files left to scan are scanned in ``processes`` processes (default:
     :func:`default_scan_processes`), each through a pool of one handle.
     """
-    reusable = _reusable_entries(reuse, layout, keys, group, pool, restat)
-    found: list[FileEntry | None] = []
-    pending: list[str] = []
-    for path in files:
-        try:
-            entry = reusable(path)
-        except (CorpusError, OSError):
-            entry = None
-        found.append(entry)
-        if entry is None:
-            pending.append(path)
+    numbers = _reusable_numbers(reuse, files, layout, keys, group, pool, restat)
+    pending = [files[i] for i in np.flatnonzero(numbers < 0).tolist()]
     if reuse is not None and pending:
         logger.info("h5pool: index cache: scanning %d new or changed files", len(pending))
     if processes is None:
@@ -249,24 +243,48 @@ def build_index(
     stats = ScanStats(files_reused=len(files) - len(pending))
     began = time.perf_counter()
     scanned = scan_outcomes(recipe, pending, processes, progress, stats)
-    kept: list[str] = []
+    source = (numbers < 0).astype(np.int64)  # 0: from the cache, 1: scanned now
+    kept = np.ones(len(files), dtype=bool)
     entries: list[FileEntry] = []
     skipped: list[tuple[str, str]] = []
-    for path, entry in zip(files, found, strict=True):
-        outcome: Outcome = entry if entry is not None else next(scanned)
+    for position in np.flatnonzero(source).tolist():
+        outcome: Outcome = next(scanned)
         if isinstance(outcome, BaseException):
             if on_error == "raise":
                 raise outcome
             logger.warning("h5pool: skipping %s", outcome)
-            skipped.append((path, str(outcome)))
+            skipped.append((files[position], str(outcome)))
+            kept[position] = False
             continue
-        kept.append(path)
+        numbers[position] = len(entries)
         entries.append(outcome)
     stats.seconds = time.perf_counter() - began
-    if not kept:
+    if not kept.any():
         raise CorpusError(f"none of the {len(files)} files could be indexed: {skipped[0][1]}")
-    index = CorpusIndex(
-        files=kept,  # type: ignore[arg-type]
+    fresh = _index_of_entries(
+        [files[i] for i in np.flatnonzero(kept & (source == 1)).tolist()],
+        entries,
+        layout,
+        keys,
+        group,
+    )
+    source, numbers = source[kept], numbers[kept]
+    if (
+        reuse is not None
+        and not source.any()
+        and np.array_equal(numbers, np.arange(len(reuse.files)))
+    ):
+        return reuse, skipped, stats
+    if reuse is None:
+        return fresh, skipped, stats
+    return combine([reuse, fresh], source, numbers), skipped, stats
+
+
+def _index_of_entries(
+    files: list[str], entries: list[FileEntry], layout: Layout, keys: Sequence[str], group: str
+) -> CorpusIndex:
+    return CorpusIndex(
+        files=PathList(files),
         counts=np.array([e.count for e in entries], dtype=np.int64),
         layout=layout,
         keys=tuple(keys),
@@ -283,38 +301,36 @@ def build_index(
         if layout == "rows"
         else {},
     )
-    return index, skipped, stats
 
 
-def _reusable_entries(
+def _reusable_numbers(
     reuse: CorpusIndex | None,
+    files: Sequence[str],
     layout: Layout,
     keys: Sequence[str],
     group: str,
     pool: HandlePool,
     restat: bool,
-) -> Callable[[str], FileEntry | None]:
-    """A lookup of the unchanged files of an earlier index built the same way."""
+) -> npt.NDArray[np.int64]:
+    """For each of ``files``, its number in ``reuse`` when it can be taken from it
+    (unchanged, when ``restat``), else -1: the files to scan."""
     if reuse is None or (reuse.layout, reuse.keys, reuse.group) != (layout, tuple(keys), group):
-        return lambda path: None
+        return np.full(len(files), -1, dtype=np.int64)
     positions = {path: number for number, path in enumerate(reuse.files)}
-
-    def lookup(path: str) -> FileEntry | None:
-        number = positions.get(path)
-        if number is None:
-            return None
-        stamp = (int(reuse.sizes[number]), int(reuse.mtimes[number]))
-        if restat:
-            try:
-                now = pool.stamp(path)
-            except (OSError, CorpusError):
-                return None
-            if now != stamp:
-                logger.info("h5pool: index cache: %s changed since it was indexed", path)
-                return None
-        count = int(reuse.counts[number])
-        members = reuse.members.names_of(number, count) if layout == "members" else ()
-        maps = tuple(reuse.maps[key].file_map(number, count) for key in reuse.maps)
-        return FileEntry(count, stamp[0], stamp[1], members, maps)
-
-    return lookup
+    numbers = np.fromiter((positions.get(p, -1) for p in files), dtype=np.int64, count=len(files))
+    if not restat:
+        return numbers
+    changed = 0
+    for position in np.flatnonzero(numbers >= 0).tolist():
+        number = int(numbers[position])
+        try:
+            now = pool.stamp(files[position])
+        except (OSError, CorpusError):
+            numbers[position] = -1
+            continue
+        if now != (int(reuse.sizes[number]), int(reuse.mtimes[number])):
+            numbers[position] = -1
+            changed += 1
+            if changed <= 10:
+                logger.info("h5pool: index cache: %s changed since it was indexed", files[position])
+    return numbers

@@ -105,7 +105,8 @@ def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], obje
     where their links point.
     """
     found: list[tuple[str, str]] = []
-    pending = [(root, resolver.folder(root))]
+    # Paths as seen from root, relative to it: a shorter natural-sort key, same order.
+    pending = [("", resolver.folder(root))]
     visited: set[str] = set()
     while pending:
         shown, real_folder = pending.pop()
@@ -115,12 +116,13 @@ def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], obje
         before = len(found)
         with os.scandir(real_folder) as entries:
             for entry in entries:
-                shown_path = os.path.join(shown, entry.name)
+                shown_path = shown + entry.name
                 if entry.is_dir():
                     target = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
-                    pending.append((shown_path, target))
+                    pending.append((shown_path + "/", target))
                 elif entry.name.lower().endswith(HDF5_SUFFIXES):
-                    real = resolver(entry.path, is_link=entry.is_symlink())
+                    # The folder is a real path, so a file that is no link is one too.
+                    real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
                     found.append((shown_path, real))
         found_more(len(found) - before)
     found.sort(key=lambda pair: natural_key(pair[0]))
