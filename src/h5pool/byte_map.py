@@ -57,6 +57,10 @@ class KeySpec:
     def numpy_dtype(self) -> np.dtype[Any]:
         return dtype_from_text(self.dtype)
 
+    def row_nbytes(self) -> int:
+        """Bytes of one row in memory (and, for contiguous storage, on disk)."""
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.numpy_dtype.itemsize
+
     def describe(self) -> str:
         """One line for ``h5pool info``: the path a read takes, and why."""
         if self.kind == CONTIGUOUS:

@@ -34,6 +34,7 @@ import cachetools
 import h5py
 
 from h5pool.errors import (
+    CorpusError,
     DescriptorLimitError,
     MissingFileError,
     MissingKeyError,
@@ -235,9 +236,7 @@ class PooledFile:
         try:
             node = self.file[key]
         except KeyError as exc:
-            raise MissingKeyError(
-                f"{self.path}: no dataset {key!r} in the file", path=self.path
-            ) from exc
+            raise self._lookup_error(key, exc) from exc
         if not isinstance(node, h5py.Dataset):
             raise MissingKeyError(
                 f"{self.path}: {key!r} is a {type(node).__name__}, not a dataset",
@@ -245,6 +244,22 @@ class PooledFile:
             )
         self._datasets[key] = node
         return node
+
+    def _lookup_error(self, key: str, exc: KeyError) -> CorpusError:
+        """A missing key, or one whose link exists but whose object HDF5 cannot read
+        (a checksum or metadata failure of a damaged file): not the same problem."""
+        try:
+            linked = self.file.get(key, getlink=True) is not None
+        except Exception:  # the path to it is damaged too
+            linked = True
+        if not linked:
+            return MissingKeyError(f"{self.path}: no dataset {key!r} in the file", path=self.path)
+        damage = (
+            "a checksum failed" if "checksum" in str(exc).lower() else "its metadata is damaged"
+        )
+        return UnreadableFileError(
+            f"{self.path}: {key!r} exists but cannot be read ({damage}): {exc}", path=self.path
+        )
 
     def raw_fd(self) -> int | None:
         """The OS descriptor HDF5 reads through, for direct ``pread`` calls.
@@ -676,16 +691,35 @@ def _open_error(path: str, exc: OSError) -> Exception:
         reason = f"the file is truncated ({size} bytes on disk)"
     elif "signature" in str(exc) or "not an HDF5" in str(exc).lower():
         reason = "not an HDF5 file"
+    elif _is_locking_failure(exc):
+        reason = (
+            "HDF5 could not lock it (file systems such as NFS and GPFS often refuse locks); "
+            "pass file_kwargs={'locking': False} or set HDF5_USE_FILE_LOCKING=FALSE"
+        )
     else:
         reason = "HDF5 could not open it"
     return UnreadableFileError(f"{path}: {reason}: {exc}", path=path)
 
 
+def _is_locking_failure(exc: OSError) -> bool:
+    text = str(exc).lower()
+    return exc.errno == errno.ENOLCK or "errno = 37" in text or "unable to lock file" in text
+
+
 def _descriptor_limit_error(path: str, pinned: int) -> DescriptorLimitError:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        advice = (
+            f"Raise the limit (h5pool.raise_fd_limit(), `ulimit -n "
+            f"{min(hard, max(soft * 2, 1024))}` or resource.setrlimit) or lower max_open"
+        )
+    else:
+        advice = (
+            f"The soft limit is already the hard limit ({hard}): ask for a higher hard limit "
+            f"(limits.conf, the job scheduler) or lower max_open"
+        )
     return DescriptorLimitError(
         f"cannot open {path}: the process hit its file-descriptor limit "
         f"(RLIMIT_NOFILE soft={soft}, hard={hard}) and all {pinned} pooled handles are "
-        f"pinned. Raise the limit (`ulimit -n {min(hard, max(soft * 2, 1024))}` or "
-        f"resource.setrlimit) or lower max_open / the number of handles held at once."
+        f"pinned. {advice} / the number of handles held at once."
     )

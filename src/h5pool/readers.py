@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from h5pool.errors import ReadError
+from h5pool.errors import ReadError, UnreadableFileError
 from h5pool.pool import PooledFile
 
 IntArray = npt.NDArray[np.int64]
@@ -131,9 +131,45 @@ def consecutive_runs(rows: IntArray) -> tuple[IntArray, IntArray]:
     return rows[starts_at], (ends_at - starts_at).astype(np.int64)
 
 
+#: Filters that do not shrink data: with only these, every byte is in the file.
+_SIZE_KEEPING_FILTERS = frozenset({h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32})
+
+
+def check_fits_in_file(dataset: h5py.Dataset, path: str, part: int, what: str) -> None:
+    """Refuse ``part`` bytes of uncompressed data that the file is too small to hold.
+
+    Damaged metadata can make a 1 KB file claim rows of 32 GiB; allocating for
+    them fails (or, with overcommit, takes the machine's memory).  Data stored
+    without a compressing filter must fit in the file, so this is an
+    :class:`UnreadableFileError` before anything is allocated.
+    """
+    dcpl = dataset.id.get_create_plist()
+    filters = {dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())}
+    if not filters <= _SIZE_KEEPING_FILTERS:
+        return
+    size = dataset.file.id.get_filesize()
+    if part > size:
+        raise UnreadableFileError(
+            f"{path}: {what} of {part:,} bytes cannot be stored uncompressed in a file of "
+            f"{size:,} bytes (damaged metadata, or data never written)",
+            path=path,
+        )
+
+
+def nbytes_of(dataset: h5py.Dataset, rows: int | None = None) -> int:
+    """Bytes of the whole dataset, or of ``rows`` rows of it, in memory."""
+    shape = dataset.shape
+    if shape is None:
+        return 0
+    if rows is not None:
+        shape = (rows, *shape[1:])
+    return int(np.prod(shape, dtype=np.int64)) * int(dataset.dtype.itemsize)
+
+
 def read_member(entry: PooledFile, name: str) -> npt.NDArray[Any]:
     """A whole dataset, read directly when its bytes are contiguous."""
     dataset = entry.dataset(name)
+    check_fits_in_file(dataset, entry.path, nbytes_of(dataset), f"member {name!r}")
     try:
         fd = entry.raw_fd()
         offset = direct_offset(dataset) if fd is not None else None

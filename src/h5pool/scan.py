@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -24,13 +25,14 @@ import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
-from h5pool.byte_map import FileKeyMap, KeyMaps, map_dataset
+from h5pool.byte_map import CHUNKED, CONTIGUOUS, FileKeyMap, KeyMaps, map_dataset
 from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
 from h5pool.index import CorpusIndex, Layout
 from h5pool.index_merge import combine
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
+from h5pool.readers import check_fits_in_file, nbytes_of
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
 
@@ -76,6 +78,7 @@ def count_rows(entry: PooledFile, keys: Sequence[str]) -> int:
                 path=entry.path,
             )
         lengths[key] = int(dataset.shape[0])
+        check_fits_in_file(dataset, entry.path, nbytes_of(dataset, 1), f"a row of {key!r}")
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
         raise LayoutError(
@@ -88,17 +91,47 @@ def scan_file(
     pool: HandlePool, path: str, layout: Layout, keys: Sequence[str], group: str
 ) -> FileEntry:
     size, mtime = pool.stamp(path)
+    if not is_url(path):
+        refuse_irregular(path)
     entry = pool.acquire(path, resolved=True)  # listed paths are real paths already
     try:
         if layout == "rows":
             count = count_rows(entry, keys)
             local = pool.plain_descriptor and not is_url(path)
             maps = tuple(_map_key(entry, key, local) for key in keys)
+            for key, file_map in zip(keys, maps, strict=True):
+                _check_inside(path, key, file_map, count, size)
             return FileEntry(count, size, mtime, maps=maps)
         names = member_names(entry, group)
         return FileEntry(len(names), size, mtime, tuple(names))
     finally:
         pool.release(entry)
+
+
+def refuse_irregular(path: str) -> None:
+    """Only regular files are opened: a FIFO named ``x.h5`` would block the open."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise UnreadableFileError(f"{path}: {kind}, not an HDF5 file", path=path)
+
+
+def _check_inside(path: str, key: str, file_map: FileKeyMap, rows: int, size: int) -> None:
+    """Every byte a byte map points at lies inside the file, or the file is damaged."""
+    spec = file_map.spec
+    if spec.kind == CONTIGUOUS:
+        end = file_map.offset + rows * spec.row_nbytes()
+    elif spec.kind == CHUNKED and len(file_map.chunks):
+        written = file_map.chunks[file_map.chunks[:, 0] >= 0]
+        end = int((written[:, 0] + written[:, 1]).max()) if len(written) else 0
+    else:
+        return
+    if end > size:
+        raise UnreadableFileError(
+            f"{path}: {key!r} claims bytes up to offset {end:,} of a {size:,}-byte file "
+            f"(truncated or damaged)",
+            path=path,
+        )
 
 
 def _map_key(entry: PooledFile, key: str, local: bool) -> FileKeyMap:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from h5pool.errors import MissingFileError, NoFilesFoundError
+from h5pool.errors import MissingFileError, NoFilesFoundError, UnreadableFileError
 from h5pool.remote import HDF5_SUFFIXES, Filesystems, expand_url, is_url
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ def _expand_one(
             )
         return found
     if os.path.exists(spec):
+        if not os.path.isfile(spec):  # a FIFO would block the open: refuse it by name
+            raise UnreadableFileError(f"{spec}: not a regular file, not an HDF5 file", path=spec)
         return [resolver(spec)]
     if _GLOB_CHARS.search(spec):
         matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
