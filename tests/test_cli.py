@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from corpus_tools import make_corpus
@@ -211,3 +213,66 @@ def test_index_then_dataset_uses_cache(tmp_path: Path) -> None:
     assert "changed since it was indexed" in again.stderr
     assert "scanning 1 new or changed" in again.stderr
     assert "42 samples" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["bench", "--pool", "0"], "argument --pool: 0 is below the least allowed, 1"),
+        (["bench", "--files", "0"], "argument --files: 0 is below the least allowed, 1"),
+        (["bench", "--rows", "many"], "'many' is not a whole number"),
+        (["info", "x.h5", "--storage-options", "{bad"], "--storage-options: not valid JSON"),
+        (["info", "x.h5", "--storage-options", "[1]"], "must be a JSON object"),
+        (["index", "x.h5", "--out", "/no/such/folder/i.npz"], "the folder /no/such/folder"),
+        (["bench", "--json", "/no/such/folder/b.json"], "--json /no/such/folder/b.json"),
+        (["bench", "--plot", "/"], "--plot /: is a folder"),
+    ],
+)
+def test_usage_errors_are_one_line_before_any_work(args: list[str], said: str) -> None:
+    result = h5pool(*args, timeout=120)
+    assert result.returncode == 2
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_info_applies_the_datasets_checks_to_several_keys(tmp_path: Path) -> None:
+    """A corpus info calls clean builds as a dataset; the rest is named, one line each."""
+    good = make_corpus(tmp_path / "c", files=2, rows=3, width=2)
+    odd = tmp_path / "c" / "shard_00009.h5"
+    with h5py.File(odd, "w") as f:
+        f["data"] = np.zeros((4, 2))
+        f["label"] = np.zeros(5)
+        f["scalar"] = 1.0
+    clean = h5pool("info", *good, "--key", "data", "label")
+    assert clean.returncode == 0 and "samples along axis 0 of 'data', 'label': 6" in clean.stdout
+    assert len(PooledH5Dataset(good, ["data", "label"])) == 6
+    mixed = h5pool("info", str(tmp_path / "c"), "--key", "data", "label")
+    assert mixed.returncode == 0
+    assert "unequal lengths on axis 0 ('data': 4, 'label': 5)" in mixed.stdout
+    scalar = h5pool("info", str(odd), "--key", "scalar")
+    assert scalar.returncode == 3 and "'scalar' is a scalar" in scalar.stdout
+    unknown = h5pool("info", str(odd), "--key", "pixels")
+    assert unknown.returncode == 3
+    assert "no dataset 'pixels' in the file; datasets: data, label, scalar" in unknown.stdout
+    for result in (clean, mixed, scalar, unknown):
+        assert "Traceback" not in result.stderr and "\r" not in result.stderr
+
+
+def test_index_skip_bad_and_one_line_per_skipped_file(tmp_path: Path) -> None:
+    corpus = tmp_path / "c"
+    make_corpus(corpus, files=3, rows=4, width=2)
+    bad = corpus / "shard_00001_bad.h5"
+    bad.write_bytes(b"garbage" * 40)
+    out = tmp_path / "i.npz"
+    stopped = h5pool("index", str(corpus), "--out", str(out), "--key", "data", "label")
+    assert stopped.returncode == 3 and str(bad) in stopped.stderr and not out.exists()
+    skipped = h5pool(
+        "index", str(corpus), "--out", str(out), "--key", "data", "label", "--skip-bad"
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    assert "3 files, 12 samples" in skipped.stdout and "left out 1 bad file" in skipped.stdout
+    lines = [line for line in skipped.stderr.splitlines() if str(bad) in line]
+    assert len(lines) == 1 and lines[0].count(str(bad)) == 1, lines
+    assert "h5pool: h5pool:" not in skipped.stderr and "\r" not in skipped.stderr
+    one = h5pool("index", make_corpus(tmp_path / "one", files=1, rows=2)[0], "--out", str(out))
+    assert "1 file, 2 samples" in one.stdout

@@ -1,25 +1,75 @@
-"""h5pool: serve corpora of thousands of HDF5 files to PyTorch, fast and fork-safe."""
+"""h5pool: serve corpora of thousands of HDF5 files to PyTorch, fast and fork-safe.
 
-from h5pool.dataset import PooledH5Dataset
-from h5pool.errors import (
-    AccessDeniedError,
-    CorpusError,
-    DescriptorLimitError,
-    FileChangedError,
-    LayoutError,
-    MissingFileError,
-    MissingKeyError,
-    NoFilesFoundError,
-    ReadError,
-    SourceUnavailableError,
-    UnreadableFileError,
-)
-from h5pool.index import CorpusIndex
-from h5pool.loader import Loader
-from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open, raise_fd_limit
-from h5pool.sampler import BlockShuffleSampler
+The names below are imported on first use (PEP 562), so that ``h5pool --help``
+and a mistyped option answer at once instead of after importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "PooledH5Dataset": "h5pool.dataset",
+    "Loader": "h5pool.loader",
+    "BlockShuffleSampler": "h5pool.sampler",
+    "CorpusIndex": "h5pool.index",
+    "HandlePool": "h5pool.pool",
+    "PooledFile": "h5pool.pool",
+    "PoolStats": "h5pool.pool",
+    "default_max_open": "h5pool.pool",
+    "raise_fd_limit": "h5pool.pool",
+    "AccessDeniedError": "h5pool.errors",
+    "CorpusError": "h5pool.errors",
+    "DescriptorLimitError": "h5pool.errors",
+    "FileChangedError": "h5pool.errors",
+    "LayoutError": "h5pool.errors",
+    "MissingFileError": "h5pool.errors",
+    "MissingKeyError": "h5pool.errors",
+    "NoFilesFoundError": "h5pool.errors",
+    "ReadError": "h5pool.errors",
+    "SourceUnavailableError": "h5pool.errors",
+    "UnreadableFileError": "h5pool.errors",
+}
+
+if TYPE_CHECKING:
+    from h5pool.dataset import PooledH5Dataset
+    from h5pool.errors import (
+        AccessDeniedError,
+        CorpusError,
+        DescriptorLimitError,
+        FileChangedError,
+        LayoutError,
+        MissingFileError,
+        MissingKeyError,
+        NoFilesFoundError,
+        ReadError,
+        SourceUnavailableError,
+        UnreadableFileError,
+    )
+    from h5pool.index import CorpusIndex
+    from h5pool.loader import Loader
+    from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open, raise_fd_limit
+    from h5pool.sampler import BlockShuffleSampler
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        try:  # submodules: h5pool.bench, h5pool.synthetic, ...
+            return importlib.import_module(f"h5pool.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'h5pool' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "AccessDeniedError",

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from h5pool.bench_names import STRATEGIES
 from h5pool.dataset import PooledH5Dataset
 from h5pool.readers import direct_offset
 from h5pool.remote import is_url, open_hdf5
@@ -32,22 +33,6 @@ from h5pool.sampler import BlockShuffleSampler
 logger = logging.getLogger(__name__)
 IntArray = npt.NDArray[np.int64]
 
-STRATEGIES = (
-    "open-per-sample",
-    "open-all",
-    "pooled-random",
-    "pooled-hit",
-    "pooled-block",
-    "pooled-batched",
-    "pooled-read-batch",
-    "h5py-kept-open",
-    "raw-pread",
-    "raw-decode",
-    "loader-pooled",
-    "loader-threads",
-    "loader-workers",
-    "loader-memory",
-)
 #: The ways of feeding a training loop that bench recommends between.
 TRAINING_STRATEGIES = {
     "loader-threads": "h5pool.Loader(ds, batch_size, num_threads={n})",

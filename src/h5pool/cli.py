@@ -15,19 +15,23 @@ import platform
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
 
-from h5pool import __version__, bench, synthetic
+from h5pool import __version__, synthetic
+from h5pool.bench_names import STRATEGIES
 from h5pool.byte_map import map_dataset
-from h5pool.dataset import PooledH5Dataset
 from h5pool.errors import CorpusError, DescriptorLimitError
 from h5pool.pool import HandlePool
+from h5pool.progress import progress_bar
 from h5pool.remote import Filesystems
+from h5pool.scan import scan_file
 from h5pool.sources import expand_files
+
+if TYPE_CHECKING:
+    from h5pool.bench import Result
 
 logger = logging.getLogger("h5pool.cli")
 
@@ -40,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # h5pool's own messages at INFO (what index rescanned, skipped files);
     # other libraries (fsspec, botocore) stay at WARNING.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("h5pool: %(message)s"))
+    handler.setFormatter(_Prefixed())
     package_logger = logging.getLogger("h5pool")
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
@@ -57,10 +61,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))  # exits with 2
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except Exception as exc:  # never a traceback for a user: one line, and how to see more
+        logger.debug("traceback", exc_info=True)
+        logger.error(
+            "unexpected %s: %s (please report it; H5POOL_DEBUG=1 shows the traceback)",
+            type(exc).__name__,
+            exc,
+        )
+        if os.environ.get("H5POOL_DEBUG"):
+            raise
+        return 1
 
 
 class UsageError(Exception):
     """A combination of options that cannot work; reported by argparse."""
+
+
+class _Prefixed(logging.Formatter):
+    """``h5pool: message``, without doubling the prefix the library's messages carry."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if text.startswith("h5pool: ") else f"h5pool: {text}"
+
+
+def positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def non_negative(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _integer(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is below the least allowed, {least}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def check_output(path: str | None, option: str) -> None:
+    """Refuse an output path that cannot be written, before minutes of work."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: cannot be written")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,19 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     run_bench.add_argument("--key", default="data", help="dataset to read (default: data)")
     run_bench.add_argument(
         "--files",
-        type=int,
+        type=positive,
         default=synthetic.DEFAULT_FILES,
         help="synthetic corpus: number of files (default: %(default)s)",
     )
     run_bench.add_argument(
         "--rows",
-        type=int,
+        type=positive,
         default=synthetic.DEFAULT_ROWS,
         help="synthetic corpus: rows per file (default: %(default)s)",
     )
     run_bench.add_argument(
         "--width",
-        type=int,
+        type=positive,
         default=synthetic.DEFAULT_WIDTH,
         help="synthetic corpus: float32 values per row (default: %(default)s)",
     )
@@ -106,31 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_bench.add_argument(
         "--pool",
-        type=int,
+        type=positive,
         default=64,
         help="handles per process for the pooled strategies (default: 64)",
     )
     run_bench.add_argument(
         "--samples",
-        type=int,
+        type=positive,
         default=2000,
         help="samples read by the slow strategies (default: %(default)s)",
     )
     run_bench.add_argument(
         "--fast-samples",
-        type=int,
+        type=positive,
         default=40000,
         help="samples read by the fast strategies (default: %(default)s)",
     )
     run_bench.add_argument(
         "--workers",
-        type=int,
+        type=non_negative,
         default=2,
         help="DataLoader workers for the end-to-end rows (default: 2)",
     )
     run_bench.add_argument(
         "--fd-limit",
-        type=int,
+        type=non_negative,
         default=1024,
         help="run under this soft RLIMIT_NOFILE, the common cluster limit; "
         "0 keeps the process's own (default: %(default)s)",
@@ -138,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_bench.add_argument(
         "--strategies",
         nargs="+",
-        choices=bench.STRATEGIES,
-        default=list(bench.STRATEGIES),
+        choices=STRATEGIES,
+        default=list(STRATEGIES),
         metavar="NAME",
-        help=f"subset to run, from: {', '.join(bench.STRATEGIES)}",
+        help=f"subset to run, from: {', '.join(STRATEGIES)}",
     )
     run_bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     add_storage_options(run_bench)
@@ -158,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "h5pool) or through HDF5, and why.",
     )
     info.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
-    info.add_argument("--key", help="count samples along axis 0 of this dataset")
+    info.add_argument(
+        "--key",
+        nargs="+",
+        help="the dataset(s) of the rows layout: count samples along axis 0 and apply the "
+        "checks PooledH5Dataset applies (equal lengths, no scalars, data inside the file)",
+    )
     info.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     add_storage_options(info)
     info.set_defaults(run=run_info_command)
@@ -175,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--key", nargs="+", default=["data"], help="dataset(s) of the rows layout")
     index.add_argument("--layout", choices=["rows", "members"], default="rows")
     index.add_argument("--group", default="/", help="group of the members layout")
+    index.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out files that cannot be indexed (listed on stderr) instead of stopping",
+    )
     add_storage_options(index)
     index.set_defaults(run=run_index_command)
     return parser
@@ -183,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_storage_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--storage-options",
-        type=json.loads,
+        type=json_object,
         default=None,
         metavar="JSON",
         help="fsspec options for URLs, e.g. '{\"anon\": true}' or "
@@ -199,6 +275,10 @@ def write(text: str = "") -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    from h5pool import bench  # imports torch: only when a command needs it
+
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot")
     if args.plot:
         _require_matplotlib()
     with contextlib.ExitStack() as stack:
@@ -230,7 +310,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
                 )
         limit = stack.enter_context(bench.lowered_fd_limit(args.fd_limit or None))
         bar = stack.enter_context(
-            tqdm(total=len(args.strategies), desc="benchmarking", unit="strategy")
+            progress_bar(total=len(args.strategies), desc="benchmarking", unit="strategy")
         )
 
         started: list[str] = []
@@ -274,8 +354,10 @@ def machine_text() -> str:
     )
 
 
-def bench_report(results: list[bench.Result], corpus_text: str, limit: int) -> dict[str, Any]:
-    table = bench.ratios(results)
+def bench_report(results: list[Result], corpus_text: str, limit: int) -> dict[str, Any]:
+    from h5pool.bench import ratios
+
+    table = ratios(results)
     rows = []
     for result in results:
         row = result.as_dict()
@@ -381,6 +463,7 @@ def draw_plot(report: dict[str, Any], path: str) -> None:
 
 
 def run_info_command(args: argparse.Namespace) -> int:
+    check_output(args.json, "--json")
     files = expand_files(args.paths, Filesystems(args.storage_options))
     summary = describe_corpus(files, args.key, args.storage_options)
     write(format_info(summary))
@@ -391,7 +474,7 @@ def run_info_command(args: argparse.Namespace) -> int:
 
 
 def describe_corpus(
-    files: list[str], key: str | None, storage_options: dict[str, Any] | None = None
+    files: list[str], keys: Sequence[str] | None, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Datasets seen across the corpus; the first file that has each describes it."""
     pool = HandlePool(max_open=8, storage_options=storage_options)
@@ -399,7 +482,7 @@ def describe_corpus(
     bad: list[dict[str, str]] = []
     samples = 0
     total_bytes = 0
-    for path in tqdm(files, desc="scanning", unit="file", leave=False):
+    for path in progress_bar(iterable=files, desc="scanning", unit="file"):
         try:
             total_bytes += pool.stamp(path)[0]
             entry = pool.acquire(path)
@@ -413,21 +496,19 @@ def describe_corpus(
                     else:
                         seen["files"] += 1
                     seen["read_paths"][read_path] = seen["read_paths"].get(read_path, 0) + 1
-                if key is not None:
-                    samples += int(entry.dataset(key).shape[0])
             finally:
                 pool.release(entry)
+            if keys:  # the dataset's own checks, so a clean report means it builds
+                samples += scan_file(pool, path, "rows", keys, "/").count
         except (CorpusError, OSError) as exc:
             bad.append({"path": path, "error": str(exc)})
     pool.close()
-    if key is not None and key not in datasets:
-        raise CorpusError(f"no file of the corpus has a dataset {key!r}")
     return {
         "files": len(files),
         "good_files": len(files) - len(bad),
         "bytes": total_bytes,
-        "key": key,
-        "samples": samples if key is not None else None,
+        "key": list(keys) if keys else None,
+        "samples": samples if keys else None,
         "datasets": datasets,
         "bad_files": bad,
     }
@@ -461,7 +542,8 @@ def format_info(summary: dict[str, Any]) -> str:
         f"{summary['bytes'] / 2**20:,.1f} MiB",
     ]
     if summary["key"] is not None:
-        lines.append(f"samples along axis 0 of {summary['key']!r}: {summary['samples']:,}")
+        keys = ", ".join(repr(k) for k in summary["key"])
+        lines.append(f"samples along axis 0 of {keys}: {summary['samples']:,}")
     lines.append("datasets (shape and layout of the first file that has them):")
     for name, info in sorted(summary["datasets"].items()):
         layout = f"chunks {tuple(info['chunks'])}" if info["chunks"] else "contiguous"
@@ -475,10 +557,11 @@ def format_info(summary: dict[str, Any]) -> str:
         )
         shape = tuple(info["shape"]) if info["shape"] is not None else "null"
         lines.append(
-            f"  {name}: shape {shape} {info['dtype']}, {layout}; in {files:,} files; read by {how}"
+            f"  {name}: shape {shape} {info['dtype']}, {layout}; in {plural(files, 'file')}; "
+            f"read by {how}"
         )
     if summary["bad_files"]:
-        lines.append(f"bad files: {len(summary['bad_files'])}")
+        lines.append(f"bad files: {len(summary['bad_files']):,}")
         lines.extend(f"  {bad['error']}" for bad in summary["bad_files"])
     else:
         lines.append("bad files: none")
@@ -489,6 +572,9 @@ def format_info(summary: dict[str, Any]) -> str:
 
 
 def run_index_command(args: argparse.Namespace) -> int:
+    from h5pool.dataset import PooledH5Dataset
+
+    check_output(args.out, "--out")
     existed = os.path.exists(args.out)
     dataset = PooledH5Dataset(
         args.paths,
@@ -498,13 +584,20 @@ def run_index_command(args: argparse.Namespace) -> int:
         index_cache=args.out,
         progress=True,
         storage_options=args.storage_options,
+        on_error="skip" if args.skip_bad else "raise",
     )
     index = dataset.index
     write(
-        f"{'updated' if existed else 'wrote'} {args.out}: {len(index.files):,} files, "
-        f"{len(index):,} samples, {int(np.sum(index.sizes)) / 2**20:,.1f} MiB indexed"
+        f"{'updated' if existed else 'wrote'} {args.out}: {plural(len(index.files), 'file')}, "
+        f"{plural(len(index), 'sample')}, {int(np.sum(index.sizes)) / 2**20:,.1f} MiB indexed"
     )
+    if dataset.skipped:
+        write(f"left out {plural(len(dataset.skipped), 'bad file')} (reasons above)")
     return 0
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 if __name__ == "__main__":  # pragma: no cover

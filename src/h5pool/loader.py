@@ -29,11 +29,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from h5pool.dataset import PooledH5Dataset
 from h5pool.loader_stats import EpochStats, process_counters
 from h5pool.order import worker_stretches
+from h5pool.progress import progress_bar
 from h5pool.sampler import BlockShuffleSampler, ResolvedRanks
 
 logger = logging.getLogger(__name__)
@@ -184,13 +184,7 @@ class Loader:
             if self.num_workers
             else self._from_threads(batches)
         )
-        bar = tqdm(
-            total=remaining,
-            desc=f"epoch {self.epoch}",
-            unit="batch",
-            disable=not self.progress,
-            leave=False,
-        )
+        bar = progress_bar(self.progress, total=remaining, desc=f"epoch {self.epoch}", unit="batch")
         try:
             while True:
                 waited = time.perf_counter()

@@ -19,9 +19,11 @@ The design follows xarray's ``CachingFileManager`` and mends its two weak spots:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import logging
+import multiprocessing.util
 import os
 import resource
 import threading
@@ -245,6 +247,22 @@ class PooledFile:
         self._datasets[key] = node
         return node
 
+    def _some_datasets(self, limit: int = 10) -> str:
+        """``datasets: a, b, ...``: up to ``limit`` of the file's datasets, for messages."""
+        found: list[str] = []
+
+        def visit(name: str, node: Any) -> bool | None:
+            if isinstance(node, h5py.Dataset):
+                found.append(name)
+            return True if len(found) > limit else None  # a true value stops the visit
+
+        try:
+            self.file.visititems(visit)
+        except Exception:  # a damaged file: the message goes without the list
+            return "its datasets cannot be listed"
+        shown = ", ".join(found[:limit]) + (", ..." if len(found) > limit else "")
+        return f"datasets: {shown}" if found else "it has no datasets"
+
     def _lookup_error(self, key: str, exc: KeyError) -> CorpusError:
         """A missing key, or one whose link exists but whose object HDF5 cannot read
         (a checksum or metadata failure of a damaged file): not the same problem."""
@@ -253,7 +271,10 @@ class PooledFile:
         except Exception:  # the path to it is damaged too
             linked = True
         if not linked:
-            return MissingKeyError(f"{self.path}: no dataset {key!r} in the file", path=self.path)
+            return MissingKeyError(
+                f"{self.path}: no dataset {key!r} in the file; {self._some_datasets()}",
+                path=self.path,
+            )
         damage = (
             "a checksum failed" if "checksum" in str(exc).lower() else "its metadata is damaged"
         )
@@ -346,6 +367,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pools_in_child)
 
 
+def _close_pools_before_exit() -> None:
+    """Close this process's handles while the interpreter still works.
+
+    Left to interpreter shutdown, h5py files over fsspec objects are torn down
+    after the modules they call into: spawn workers over S3 then died with a
+    segmentation fault as they exited.  ``atexit`` covers the main process and
+    spawn or forkserver children; ``multiprocessing.util.Finalize`` covers
+    forked children, which leave through ``os._exit`` and skip ``atexit``.
+    """
+    for pool in list(_live_pools):
+        if pool._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                pool.close()
+
+
+atexit.register(_close_pools_before_exit)
+_exit_hooks_in: set[int] = set()
+
+
+def _hook_exit_of_this_process() -> None:
+    if os.getpid() not in _exit_hooks_in:
+        _exit_hooks_in.add(os.getpid())
+        multiprocessing.util.Finalize(None, _close_pools_before_exit, exitpriority=100)
+
+
 def _default_file_kwargs() -> dict[str, Any]:
     return {"rdcc_nbytes": DEFAULT_CHUNK_CACHE_BYTES}
 
@@ -402,6 +448,7 @@ class HandlePool:
         self._emfile_retries = self._overflows = self._peak = 0
         self._hdf5_opens = self._raw_opens = self._descriptors = 0
         self._fork_resets = fork_resets
+        _hook_exit_of_this_process()
 
     def _forget_inherited_handles(self) -> None:
         """Close what a forked child inherited, before it opens anything.

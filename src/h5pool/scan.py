@@ -23,7 +23,6 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 import numpy.typing as npt
-from tqdm.auto import tqdm
 
 from h5pool.byte_map import CHUNKED, CONTIGUOUS, FileKeyMap, KeyMaps, map_dataset
 from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
@@ -32,6 +31,7 @@ from h5pool.index_merge import combine
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
+from h5pool.progress import progress_bar
 from h5pool.readers import check_fits_in_file, nbytes_of
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
@@ -213,7 +213,7 @@ def scan_outcomes(
     """Scan ``paths`` (in their order), in ``processes`` processes when more than one."""
     stats.files_scanned = len(paths)
     stats.processes = processes if processes > 1 and len(paths) > 1 else 1
-    bar = tqdm(total=len(paths), desc="indexing", unit="file", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(paths), desc="indexing", unit="file")
     if processes <= 1 or len(paths) < 2:
         outcomes: list[Outcome] = []
         for start in range(0, len(paths), 64):

@@ -13,9 +13,8 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-from tqdm.auto import tqdm
-
 from h5pool.errors import MissingFileError, NoFilesFoundError, UnreadableFileError
+from h5pool.progress import progress_bar
 from h5pool.remote import HDF5_SUFFIXES, Filesystems, expand_url, is_url
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def expand_files(
     resolver = _RealPaths()
     resolved: list[str] = []
     seen: set[str] = set()
-    bar = tqdm(desc="listing", unit="file", disable=not progress, leave=False)
+    bar = progress_bar(progress, desc="listing", unit="file")
     for spec in specs:
         text = os.fspath(spec)
         if is_url(text):

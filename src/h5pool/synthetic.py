@@ -18,7 +18,8 @@ import os
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
+
+from h5pool.progress import progress_bar
 
 DEFAULT_FILES = 2000
 DEFAULT_ROWS = 64
@@ -45,7 +46,7 @@ def make_corpus(
     base = np.arange(rows, dtype=np.float32)[:, None] * np.ones(width, dtype=np.float32)
     rng = np.random.default_rng(0)
     paths = []
-    for number in tqdm(range(files), desc="writing corpus", unit="file", disable=not progress):
+    for number in progress_bar(progress, iterable=range(files), desc="writing corpus", unit="file"):
         path = os.path.join(os.fspath(directory), f"shard_{number:0{digits}d}.h5")
         with h5py.File(path, "w") as f:
             if storage == "contiguous":
