@@ -15,6 +15,7 @@ wrap around to its start.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +38,12 @@ class EpochOrder:
         self.epoch = epoch
         files = len(self.counts)
         self.file_starts: IntArray = np.cumsum(self.counts) - self.counts
+        # Four-byte file numbers: half the memory, and the shuffle twice as fast at
+        # a million files; the same swaps as shuffling eight-byte ones.
+        numbers = np.arange(files, dtype=np.int32 if files < 2**31 else np.int64)
         if shuffle:
-            rng = np.random.default_rng([seed, epoch])
-            self.file_order: IntArray = rng.permutation(files).astype(np.int64)
-        else:
-            self.file_order = np.arange(files, dtype=np.int64)
+            np.random.default_rng([seed, epoch]).shuffle(numbers)
+        self.file_order: npt.NDArray[np.integer[Any]] = numbers
         firsts = np.arange(0, files, files_per_block)
         sizes = np.add.reduceat(self.counts[self.file_order], firsts) if files else firsts
         self.block_ends: IntArray = np.cumsum(sizes, dtype=np.int64)
