@@ -276,3 +276,25 @@ def test_index_skip_bad_and_one_line_per_skipped_file(tmp_path: Path) -> None:
     assert "h5pool: h5pool:" not in skipped.stderr and "\r" not in skipped.stderr
     one = h5pool("index", make_corpus(tmp_path / "one", files=1, rows=2)[0], "--out", str(out))
     assert "1 file, 2 samples" in one.stdout
+
+
+def test_check_lists_damaged_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "c"
+    make_corpus(corpus, files=2, rows=4, width=2)
+    damaged = corpus / "shard_00005.h5"
+    with h5py.File(damaged, "w", libver="latest") as f:
+        f.create_dataset(
+            "data", data=np.arange(64.0).reshape(16, 4), chunks=(4, 4), fletcher32=True
+        )
+    raw = bytearray(damaged.read_bytes())
+    with h5py.File(damaged) as f:
+        offset = f["data"].id.get_chunk_info(1).byte_offset
+    raw[offset + 3] ^= 0x10  # one bit of one chunk: only its fletcher32 checksum knows
+    damaged.write_bytes(bytes(raw))
+    result = h5pool("check", str(corpus))
+    assert result.returncode == 3, result.stderr
+    assert "checked 3 files" in result.stdout and "1 damaged file" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if "shard_00005.h5" in line]
+    assert len(lines) == 1 and "checksum" in lines[0] and "Traceback" not in result.stderr
+    clean = h5pool("check", str(corpus / "shard_00000.h5"))
+    assert clean.returncode == 0 and "none damaged" in clean.stdout

@@ -1,0 +1,82 @@
+"""The README's Quickstart and the scripts in examples/ run as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # real processes: deselect with -m 'not slow'
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+
+
+def python_block_after(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, f"no python block after {heading!r}"
+    return match.group(1)
+
+
+def test_the_quickstart_runs_as_pasted(tmp_path: Path) -> None:
+    corpus = tmp_path / "shards"
+    corpus.mkdir()
+    for number in range(4):  # 16,000 samples: ds.locate(12345) is in range
+        with h5py.File(corpus / f"shard_{number}.h5", "w") as f:
+            f["image"] = np.full((4000, 2, 2), number, dtype=np.uint8)
+            f["label"] = np.arange(4000) + number * 4000
+    script = python_block_after("## Quickstart").replace("/data/shards", str(corpus))
+    (tmp_path / "quickstart.py").write_text(script)
+    result = subprocess.run(
+        [sys.executable, "quickstart.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[0] == "16000"
+    assert "shard_3.h5" in result.stdout
+
+
+def test_the_training_loop_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_loop.py"), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1: 1280 samples" in result.stderr
+
+
+def test_the_torchrun_example() -> None:
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    if not os.path.exists(torchrun):
+        pytest.skip("torchrun is not installed beside this Python")
+    result = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(ROOT / "examples" / "ddp_torchrun.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(ENV, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "epoch 1: 2 ranks read 704 distinct samples once each" in result.stdout + result.stderr
