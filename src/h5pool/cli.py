@@ -24,10 +24,10 @@ from h5pool import __version__, synthetic
 from h5pool.bench_names import STRATEGIES
 from h5pool.byte_map import map_dataset
 from h5pool.errors import CorpusError, DescriptorLimitError
+from h5pool.file_scan import scan_file
 from h5pool.pool import HandlePool
 from h5pool.progress import progress_bar
 from h5pool.remote import Filesystems
-from h5pool.scan import scan_file
 from h5pool.sources import expand_files
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
 from h5pool.errors import CorpusError, LayoutError, MissingFileError
+from h5pool.groups import read_group_sample, stack_samples
 from h5pool.index import CorpusIndex, Layout
 from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
@@ -81,9 +82,13 @@ class PooledH5Dataset(Dataset[Any]):
         chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
         verify: Verify = "stat",
         scan_processes: int | None = None,
+        window: int = 0,
+        stride: int = 1,
     ) -> None:
-        if layout not in ("rows", "members"):
-            raise ValueError(f"layout must be 'rows' or 'members', not {layout!r}")
+        if layout not in ("rows", "members", "groups"):
+            raise ValueError(f"layout must be 'rows', 'members' or 'groups', not {layout!r}")
+        if window < 0 or stride < 1 or (window and layout != "groups"):
+            raise ValueError("window >= 0 and stride >= 1, and window only with layout='groups'")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         if pool is not None and (
@@ -91,8 +96,8 @@ class PooledH5Dataset(Dataset[Any]):
         ):
             raise ValueError("pass either pool or max_open/file_kwargs/storage_options, not both")
         self.keys: tuple[str, ...] = (keys,) if isinstance(keys, str) else tuple(keys)
-        if layout == "rows" and not self.keys:
-            raise ValueError("the 'rows' layout needs at least one key")
+        if layout in ("rows", "groups") and not self.keys:
+            raise ValueError(f"the {layout!r} layout needs at least one key")
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
@@ -137,6 +142,10 @@ class PooledH5Dataset(Dataset[Any]):
         finally:
             # Leave nothing open in the constructing process: forking is safe now.
             self.pool.close()
+        #: "groups" layout: rows per sample (0: the whole group) and the step between starts.
+        self.window, self.stride = window, stride
+        if layout == "groups":
+            self.index.apply_windows(window, stride)
         if len(self.index) == 0:
             logger.warning("h5pool: the corpus's %d files hold no samples", len(self.index.files))
 
@@ -164,7 +173,7 @@ class PooledH5Dataset(Dataset[Any]):
             else:
                 entry = self._acquire(file_number)
                 try:
-                    sample = self._read_member(entry, file_number, local)
+                    sample = self._read_named(entry, file_number, local)
                 finally:
                     self.pool.release(entry)
         except CorpusError as exc:
@@ -203,8 +212,13 @@ class PooledH5Dataset(Dataset[Any]):
         disagree on a key's dtype or row shape raise :class:`LayoutError`
         naming two of them.  The transform is not applied: it works on samples.
         """
+        if self.layout == "groups":
+            file_numbers, rows = self.index.locate_many(indices)
+            return stack_samples(self._read_members_batch(file_numbers, rows, indices), self.keys)
         if self.layout != "rows":
-            raise LayoutError(f"read_batch needs the 'rows' layout, not {self.layout!r}")
+            raise LayoutError(
+                f"read_batch needs the 'rows' or 'groups' layout, not {self.layout!r}"
+            )
         file_numbers, rows = self.index.locate_many(indices)
         columns = self._read_columns(file_numbers, rows, indices)
         return {key: to_tensor(out) for key, out in columns.items()}
@@ -249,6 +263,19 @@ class PooledH5Dataset(Dataset[Any]):
                 f"{path}: file was indexed but no longer exists (deleted after indexing?)",
                 path=path,
             ) from exc
+
+    def _read_named(self, entry: PooledFile, file_number: int, local: int) -> Sample:
+        """A sample of the "members" or the "groups" layout."""
+        if self.layout == "members":
+            return self._read_member(entry, file_number, local)
+        if self._memo_key not in entry.memo:
+            self.index.check_unchanged(entry, file_number)
+            entry.memo[self._memo_key] = {}
+        group_number, start = self.index.groups.locate(file_number, local)
+        name = self.index.member_name(file_number, group_number)
+        path = f"{self.group.rstrip('/')}/{name}"
+        sample = read_group_sample(entry, path, self.keys, start, self.window)
+        return {k: v if k == "attrs" else to_tensor(v) for k, v in sample.items()}
 
     def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:
         attrs_by_name: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
@@ -297,7 +324,7 @@ class PooledH5Dataset(Dataset[Any]):
                 entry = self._acquire(file_number)
                 try:
                     for position, local in zip(group.tolist(), rows[group].tolist(), strict=True):
-                        samples[position] = self._read_member(entry, file_number, local)
+                        samples[position] = self._read_named(entry, file_number, local)
                 finally:
                     self.pool.release(entry)
             except CorpusError as exc:

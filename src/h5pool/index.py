@@ -22,11 +22,12 @@ import numpy.typing as npt
 
 from h5pool.byte_map import KeyMaps
 from h5pool.errors import FileChangedError
+from h5pool.groups import GroupTable
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
 from h5pool.pool import PooledFile
 
-Layout = Literal["rows", "members"]
+Layout = Literal["rows", "members", "groups"]
 IntArray = npt.NDArray[np.int64]
 
 
@@ -57,6 +58,9 @@ class CorpusIndex:
     members: MemberNames = field(default_factory=MemberNames.empty)
     #: For the "rows" layout: each key's byte maps (see h5pool.byte_map).
     maps: dict[str, KeyMaps] = field(default_factory=dict)
+    #: For the "groups" layout: groups per file, each group's length, the windowing
+    #: (the group names are in ``members``).
+    groups: GroupTable = field(default_factory=GroupTable)
     ends: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +95,15 @@ class CorpusIndex:
         """Bytes the index's arrays hold: what each process keeps of it."""
         arrays = [self.counts, self.ends, self.sizes, self.mtimes]
         held = sum(a.nbytes for a in arrays) + self.files.nbytes + self.members.nbytes
-        return held + sum(m.nbytes for m in self.maps.values())
+        return held + sum(m.nbytes for m in self.maps.values()) + self.groups.nbytes
+
+    def apply_windows(self, window: int, stride: int) -> None:
+        """Count the "groups" layout's samples as whole groups (``window`` 0) or as
+        windows of ``window`` rows every ``stride`` rows."""
+        self.groups.window, self.groups.stride = window, stride
+        self.groups._firsts = None
+        self.counts = self.groups.file_counts()
+        self.ends = np.cumsum(self.counts, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.ends[-1]) if len(self.ends) else 0
@@ -153,6 +165,8 @@ class CorpusIndex:
             and np.array_equal(self.sizes, other.sizes)
             and np.array_equal(self.mtimes, other.mtimes)
             and self.members == other.members
+            and np.array_equal(self.groups.per_file, other.groups.per_file)
+            and np.array_equal(self.groups.lengths, other.groups.lengths)
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from h5pool.byte_map import CHUNKED, KeyMaps, KeySpec, chunk_grid
 from h5pool.errors import CorpusError
+from h5pool.groups import GroupTable
 from h5pool.index import CorpusIndex
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
@@ -150,8 +151,11 @@ def _arrays_of(index: CorpusIndex) -> dict[str, npt.NDArray[Any]]:
         "sizes": index.sizes,
         "mtimes": index.mtimes,
     }
-    if index.layout == "members":
+    if index.layout in ("members", "groups"):
         arrays.update(index.members.arrays())
+    if index.layout == "groups":
+        arrays["groups_per_file"] = index.groups.per_file
+        arrays["groups_lengths"] = index.groups.lengths
     for number, key_maps in enumerate(index.maps.values()):
         arrays[f"map{number}_spec_ids"] = key_maps.spec_ids
         arrays[f"map{number}_positions"] = key_maps.positions
@@ -171,7 +175,7 @@ def _checksum(arrays: dict[str, npt.NDArray[Any]]) -> str:
 def _index_of(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> CorpusIndex:
     files = PathList.from_arrays(str(meta["root"]), arrays["paths_blob"], arrays["paths_offsets"])
     layout = meta["layout"]
-    if layout not in ("rows", "members"):
+    if layout not in ("rows", "members", "groups"):
         raise ValueError(f"unknown layout {layout!r}")
     maps = {
         key: KeyMaps(
@@ -182,8 +186,12 @@ def _index_of(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Corp
         )
         for number, key in enumerate(meta["map_keys"])
     }
-    members = (
-        MemberNames.from_arrays(arrays, len(files)) if layout == "members" else MemberNames.empty()
+    named = layout in ("members", "groups")
+    members = MemberNames.from_arrays(arrays, len(files)) if named else MemberNames.empty()
+    groups = (
+        GroupTable(arrays["groups_per_file"], arrays["groups_lengths"])
+        if layout == "groups"
+        else GroupTable()
     )
     return CorpusIndex(
         files=files,
@@ -195,6 +203,7 @@ def _index_of(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Corp
         mtimes=arrays["mtimes"],
         members=members,
         maps=maps,
+        groups=groups,
     )
 
 
@@ -215,6 +224,13 @@ def _check_consistent(index: CorpusIndex) -> None:
         _check_maps(key, key_maps, index.counts)
     if index.layout == "members":
         _check_members(index.members, index.counts)
+    if index.layout == "groups":
+        per_file, lengths = index.groups.per_file, index.groups.lengths
+        if len(per_file) != files or int(per_file.sum()) != len(lengths):
+            raise ValueError("group counts do not match the group lengths")
+        if bool(np.any(lengths < 0)) or not np.array_equal(index.counts, per_file):
+            raise ValueError("negative group lengths, or sample counts that are not group counts")
+        _check_members(index.members, per_file)
 
 
 def _check_maps(key: str, maps: KeyMaps, counts: npt.NDArray[np.int64]) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from h5pool.byte_map import CHUNKED, KeyMaps, KeySpec, chunk_grid
+from h5pool.groups import GroupTable
 from h5pool.index import CorpusIndex
 from h5pool.members import MemberNames, Template
 from h5pool.paths import PathList
@@ -29,9 +30,13 @@ def combine(indexes: list[CorpusIndex], source: IntArray, number: IntArray) -> C
     files = PathList(
         indexes[s].files[n] for s, n in zip(source.tolist(), number.tolist(), strict=True)
     )
+    named = first.layout in ("members", "groups")
+    groups = _combine_groups([i.groups for i in indexes], source, number)
+    # Names per file: one per member, or one per group.
+    name_counts = groups.per_file if first.layout == "groups" else counts
     members = (
-        _combine_members([i.members for i in indexes], source, number, counts)
-        if first.layout == "members"
+        _combine_members([i.members for i in indexes], source, number, name_counts)
+        if named
         else MemberNames.empty()
     )
     maps = {
@@ -50,7 +55,23 @@ def combine(indexes: list[CorpusIndex], source: IntArray, number: IntArray) -> C
         mtimes=_gather([i.mtimes for i in indexes], source, number),
         members=members,
         maps=maps,
+        groups=groups,
     )
+
+
+def _combine_groups(parts: list[GroupTable], source: IntArray, number: IntArray) -> GroupTable:
+    per_file = _gather([p.per_file for p in parts], source, number)
+    firsts = [np.cumsum(p.per_file) - p.per_file for p in parts]
+    starts = np.empty(len(source), dtype=np.int64)
+    base = 0
+    for which, part in enumerate(parts):
+        chosen = source == which
+        starts[chosen] = base + firsts[which][number[chosen]]
+        base += len(part.lengths)
+    stacked = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
+    new_starts = np.cumsum(per_file) - per_file
+    rows = np.repeat(starts - new_starts, per_file) + np.arange(int(per_file.sum()))
+    return GroupTable(per_file, stacked[rows])
 
 
 def _gather(arrays: list[npt.NDArray[np.int64]], source: IntArray, number: IntArray) -> IntArray:

@@ -75,8 +75,11 @@ class Loader:
         persistent_workers: bool = False,
         progress: bool = False,
     ) -> None:
-        if dataset.layout != "rows":
-            raise ValueError("Loader reads the 'rows' layout; use DataLoader for 'members'")
+        if dataset.layout == "members" or (dataset.layout == "groups" and not dataset.window):
+            raise ValueError(
+                "Loader stacks samples of one shape: the 'rows' layout, or 'groups' with "
+                "window=; use DataLoader for 'members' and whole groups"
+            )
         if batch_size < 1 or prefetch < 1 or num_workers < 0:
             raise ValueError("batch_size and prefetch must be at least 1, num_workers >= 0")
         self.dataset = dataset

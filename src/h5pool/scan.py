@@ -13,7 +13,6 @@ import logging
 import math
 import multiprocessing
 import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -24,125 +23,21 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from h5pool.byte_map import CHUNKED, CONTIGUOUS, FileKeyMap, KeyMaps, map_dataset
-from h5pool.errors import CorpusError, LayoutError, MissingKeyError, UnreadableFileError
+from h5pool.byte_map import KeyMaps
+from h5pool.errors import CorpusError, UnreadableFileError
+from h5pool.file_scan import FileEntry, scan_file
+from h5pool.groups import GroupTable
 from h5pool.index import CorpusIndex, Layout
 from h5pool.index_merge import combine
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
-from h5pool.pool import HandlePool, PooledFile
+from h5pool.pool import HandlePool
 from h5pool.progress import progress_bar
-from h5pool.readers import check_fits_in_file, nbytes_of
-from h5pool.remote import is_url
-from h5pool.sources import natural_key
 
 logger = logging.getLogger(__name__)
 #: Below this many files to scan, starting processes costs more than it saves.
 PARALLEL_SCAN_MIN_FILES = 256
 Outcome = Any  # a FileEntry, or the CorpusError/OSError that scanning raised
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """What scanning one file found."""
-
-    count: int
-    size: int
-    mtime: int
-    members: tuple[str, ...] = ()
-    maps: tuple[FileKeyMap, ...] = ()
-
-
-def member_names(entry: PooledFile, group: str) -> list[str]:
-    """The datasets directly under ``group``, in natural sort order."""
-    try:
-        node = entry.file[group]
-    except KeyError as exc:
-        raise MissingKeyError(
-            f"{entry.path}: no group {group!r} in the file", path=entry.path
-        ) from exc
-    if not isinstance(node, h5py.Group):
-        raise MissingKeyError(f"{entry.path}: {group!r} is not a group", path=entry.path)
-    names = [name for name, link in node.items() if isinstance(link, h5py.Dataset)]
-    return sorted(names, key=natural_key)
-
-
-def count_rows(entry: PooledFile, keys: Sequence[str]) -> int:
-    """Length of axis 0 shared by every key, or a :class:`LayoutError`."""
-    lengths: dict[str, int] = {}
-    for key in keys:
-        dataset = entry.dataset(key)
-        if dataset.ndim == 0:
-            raise LayoutError(
-                f"{entry.path}: dataset {key!r} is a scalar; the 'rows' layout needs axis 0",
-                path=entry.path,
-            )
-        lengths[key] = int(dataset.shape[0])
-        check_fits_in_file(dataset, entry.path, nbytes_of(dataset, 1), f"a row of {key!r}")
-    if len(set(lengths.values())) > 1:
-        described = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
-        raise LayoutError(
-            f"{entry.path}: keys have unequal lengths on axis 0 ({described})", path=entry.path
-        )
-    return next(iter(lengths.values()))
-
-
-def scan_file(
-    pool: HandlePool, path: str, layout: Layout, keys: Sequence[str], group: str
-) -> FileEntry:
-    size, mtime = pool.stamp(path)
-    if not is_url(path):
-        refuse_irregular(path)
-    entry = pool.acquire(path, resolved=True)  # listed paths are real paths already
-    try:
-        if layout == "rows":
-            count = count_rows(entry, keys)
-            local = pool.plain_descriptor and not is_url(path)
-            maps = tuple(_map_key(entry, key, local) for key in keys)
-            for key, file_map in zip(keys, maps, strict=True):
-                _check_inside(path, key, file_map, count, size)
-            return FileEntry(count, size, mtime, maps=maps)
-        names = member_names(entry, group)
-        return FileEntry(len(names), size, mtime, tuple(names))
-    finally:
-        pool.release(entry)
-
-
-def refuse_irregular(path: str) -> None:
-    """Only regular files are opened: a FIFO named ``x.h5`` would block the open."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise UnreadableFileError(f"{path}: {kind}, not an HDF5 file", path=path)
-
-
-def _check_inside(path: str, key: str, file_map: FileKeyMap, rows: int, size: int) -> None:
-    """Every byte a byte map points at lies inside the file, or the file is damaged."""
-    spec = file_map.spec
-    if spec.kind == CONTIGUOUS:
-        end = file_map.offset + rows * spec.row_nbytes()
-    elif spec.kind == CHUNKED and len(file_map.chunks):
-        written = file_map.chunks[file_map.chunks[:, 0] >= 0]
-        end = int((written[:, 0] + written[:, 1]).max()) if len(written) else 0
-    else:
-        return
-    if end > size:
-        raise UnreadableFileError(
-            f"{path}: {key!r} claims bytes up to offset {end:,} of a {size:,}-byte file "
-            f"(truncated or damaged)",
-            path=path,
-        )
-
-
-def _map_key(entry: PooledFile, key: str, local: bool) -> FileKeyMap:
-    """The key's byte map; a dataset HDF5 cannot describe is an unreadable file."""
-    dataset = entry.dataset(key)
-    try:
-        return map_dataset(dataset, entry.path, local=local)
-    except Exception as exc:
-        raise UnreadableFileError(
-            f"{entry.path}: cannot read the storage of {key!r}: {exc}", path=entry.path
-        ) from exc
 
 
 @dataclass(frozen=True)
@@ -153,6 +48,7 @@ class ScanRecipe:
     keys: tuple[str, ...]
     group: str
     pool: HandlePool
+    skip_bad_groups: bool = False
 
     def scan(self, paths: Sequence[str]) -> tuple[list[Outcome], int]:
         """Scan ``paths``; return what each gave, and how many HDF5 opens it took."""
@@ -161,7 +57,16 @@ class ScanRecipe:
         try:
             for path in paths:
                 try:
-                    outcomes.append(scan_file(pool, path, self.layout, self.keys, self.group))
+                    outcomes.append(
+                        scan_file(
+                            pool,
+                            path,
+                            self.layout,
+                            self.keys,
+                            self.group,
+                            skip_bad_groups=self.skip_bad_groups,
+                        )
+                    )
                 except (CorpusError, OSError) as exc:
                     outcomes.append(_portable(exc, path))
         finally:
@@ -272,7 +177,7 @@ def build_index(
         logger.info("h5pool: index cache: scanning %d new or changed files", len(pending))
     if processes is None:
         processes = default_scan_processes(len(pending))
-    recipe = ScanRecipe(layout, tuple(keys), group, scan_pool(pool))
+    recipe = ScanRecipe(layout, tuple(keys), group, scan_pool(pool), on_error == "skip")
     stats = ScanStats(files_reused=len(files) - len(pending))
     began = time.perf_counter()
     scanned = scan_outcomes(recipe, pending, processes, progress, stats)
@@ -291,6 +196,9 @@ def build_index(
             continue
         numbers[position] = len(entries)
         entries.append(outcome)
+        for name, reason in outcome.left_out:
+            logger.warning("h5pool: skipping group %s of %s: %s", name, files[position], reason)
+            skipped.append((f"{files[position]}::{name}", reason))
     stats.seconds = time.perf_counter() - began
     if not kept.any():
         raise CorpusError(f"none of the {len(files)} files could be indexed: {skipped[0][1]}")
@@ -325,8 +233,12 @@ def _index_of_entries(
         sizes=np.array([e.size for e in entries], dtype=np.int64),
         mtimes=np.array([e.mtime for e in entries], dtype=np.int64),
         members=MemberNames.from_files([e.members for e in entries])
-        if layout == "members"
+        if layout in ("members", "groups")
         else MemberNames.empty(),
+        groups=GroupTable(
+            per_file=np.array([len(e.lengths) for e in entries], dtype=np.int64),
+            lengths=np.array([n for e in entries for n in e.lengths], dtype=np.int64),
+        ),
         maps={
             key: KeyMaps.from_files([e.maps[number] for e in entries])
             for number, key in enumerate(keys)
