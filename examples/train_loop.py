@@ -41,7 +41,7 @@ def train(folder: str, epochs: int) -> None:
             loss.backward()
             optimiser.step()
             seen += len(rows)
-            total += float(loss) * len(rows)
+            total += loss.item() * len(rows)
         logger.info("epoch %d: %d samples, mean loss %.6f", epoch, seen, total / seen)
         if seen != len(ds):
             raise SystemExit(f"epoch {epoch} saw {seen} samples of {len(ds)}")

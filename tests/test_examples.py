@@ -80,3 +80,15 @@ def test_the_torchrun_example() -> None:
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "epoch 1: 2 ranks read 704 distinct samples once each" in result.stdout + result.stderr
+
+
+def test_the_robomimic_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "robomimic_windows.py"), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1:" in result.stderr and "windows of 10 steps" in result.stderr

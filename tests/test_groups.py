@@ -126,3 +126,20 @@ def test_a_demo_without_a_key_or_of_unequal_lengths(corpus: Path) -> None:
 def test_members_on_a_group_of_groups_points_to_groups(corpus: Path) -> None:
     with pytest.raises(LayoutError, match="layout='groups'"):
         PooledH5Dataset(corpus, layout="members", group="data")
+
+
+def test_suffixes_and_files_that_are_not_hdf5(tmp_path: Path) -> None:
+    from corpus_tools import write_rows_file
+    from h5pool import UnreadableFileError
+
+    for number, name in enumerate(["a.h5", "b.nc", "d.h5ad", "e.nc4"]):
+        write_rows_file(tmp_path / name, number, 2, 2)
+    netcdf3 = tmp_path / "c.nc"
+    netcdf3.write_bytes(b"CDF\x01" + bytes(60))  # the netCDF classic signature
+    ds = PooledH5Dataset(tmp_path, ["data", "label"])
+    assert [Path(p).name for p in ds.files] == ["a.h5", "b.nc", "d.h5ad", "e.nc4"]
+    assert [(Path(p).name, "not an HDF5 file" in why) for p, why in ds.skipped] == [("c.nc", True)]
+    with pytest.raises(UnreadableFileError, match="not an HDF5 file"):
+        PooledH5Dataset([netcdf3], ["data", "label"])
+    only = PooledH5Dataset(tmp_path, ["data", "label"], suffixes=[".H5"])
+    assert [Path(p).name for p in only.files] == ["a.h5"]

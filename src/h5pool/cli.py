@@ -293,6 +293,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.plot:
         _require_matplotlib()
     with contextlib.ExitStack() as stack:
+        files: list[str]
         if args.paths:
             files = expand_files(args.paths, Filesystems(args.storage_options))
             corpus_text = f"{len(files):,} files given, key {args.key!r}"

@@ -84,6 +84,7 @@ class PooledH5Dataset(Dataset[Any]):
         scan_processes: int | None = None,
         window: int = 0,
         stride: int = 1,
+        suffixes: Sequence[str] | None = None,
     ) -> None:
         if layout not in ("rows", "members", "groups"):
             raise ValueError(f"layout must be 'rows', 'members' or 'groups', not {layout!r}")
@@ -136,7 +137,10 @@ class PooledH5Dataset(Dataset[Any]):
                 cache=index_cache,
                 verify=verify,
                 config=(layout, self.keys, group),
-                list_files=lambda: expand_files(files, self.pool.filesystems, progress=progress),
+                list_files=lambda: expand_files(
+                    files, self.pool.filesystems, progress=progress, suffixes=suffixes
+                ),
+                suffixes=suffixes,
                 build=build,
             )
         finally:

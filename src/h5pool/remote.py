@@ -58,7 +58,8 @@ S3_DEFAULT_OPTIONS: dict[str, Any] = {
 #: keep a stopped server's error within seconds.
 S3_FILESYSTEM_RETRIES = 2
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".he5", ".hdf")
+#: What a folder listing picks up: HDF5, HDF-EOS, netCDF-4 and AnnData files.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nc", ".nc4", ".h5ad")
 
 
 def is_url(path: str) -> bool:
@@ -94,7 +95,9 @@ class Filesystems:
         return filesystem
 
 
-def expand_url(spec: str, filesystems: Filesystems) -> list[str]:
+def expand_url(
+    spec: str, filesystems: Filesystems, suffixes: tuple[str, ...] = HDF5_SUFFIXES
+) -> list[str]:
     """A URL of a file, a "directory" prefix or a glob, as sorted file URLs."""
     from h5pool.sources import natural_key  # sources imports this module
 
@@ -105,7 +108,7 @@ def expand_url(spec: str, filesystems: Filesystems) -> list[str]:
             found = [p for p in filesystem.glob(spec) if not filesystem.isdir(p)]
             what = "glob pattern matched no files"
         elif spec.endswith("/") or filesystem.isdir(spec):
-            found = [p for p in filesystem.find(spec) if p.lower().endswith(HDF5_SUFFIXES)]
+            found = [p for p in filesystem.find(spec) if p.lower().endswith(suffixes)]
             what = "prefix contains no HDF5 files"
         elif filesystem.exists(spec):
             return [spec]

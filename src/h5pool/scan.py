@@ -171,6 +171,9 @@ def build_index(
     The files left to scan are scanned in ``processes`` processes (default:
     :func:`default_scan_processes`), each through a pool of one handle.
     """
+    # A file a folder or glob found that is not HDF5 at all (a netCDF-3 ".nc") is
+    # left out with its reason; named explicitly, it is an error.
+    listed: frozenset[str] = getattr(files, "listed", frozenset())
     numbers = _reusable_numbers(reuse, files, layout, keys, group, pool, restat)
     pending = [files[i] for i in np.flatnonzero(numbers < 0).tolist()]
     if reuse is not None and pending:
@@ -188,7 +191,7 @@ def build_index(
     for position in np.flatnonzero(source).tolist():
         outcome: Outcome = next(scanned)
         if isinstance(outcome, BaseException):
-            if on_error == "raise":
+            if on_error == "raise" and not _foreign(outcome, files[position], listed):
                 raise outcome
             logger.warning("h5pool: skipping %s", outcome)
             skipped.append((files[position], str(outcome)))
@@ -246,6 +249,11 @@ def _index_of_entries(
         if layout == "rows"
         else {},
     )
+
+
+def _foreign(error: BaseException, path: str, listed: frozenset[str]) -> bool:
+    not_hdf5 = isinstance(error, UnreadableFileError) and "not an HDF5 file" in str(error)
+    return not_hdf5 and path in listed
 
 
 def _reusable_numbers(

@@ -33,9 +33,19 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
+class Listing(list[str]):
+    """The resolved paths, and which of them a folder or glob found (not named)."""
+
+    listed: frozenset[str] = frozenset()
+
+
 def expand_files(
-    files: FileSpec, filesystems: Filesystems | None = None, *, progress: bool = False
-) -> list[str]:
+    files: FileSpec,
+    filesystems: Filesystems | None = None,
+    *,
+    progress: bool = False,
+    suffixes: Sequence[str] | None = None,
+) -> Listing:
     """Resolve paths, directories and glob patterns to absolute real paths.
 
     URLs (``s3://bucket/prefix/``, globs of them, ...) are listed through
@@ -46,16 +56,22 @@ def expand_files(
     """
     specs: Iterable[PathLike]
     specs = [files] if isinstance(files, (str, os.PathLike)) else files
+    wanted = tuple(s.lower() for s in suffixes) if suffixes is not None else HDF5_SUFFIXES
     resolver = _RealPaths()
-    resolved: list[str] = []
+    resolved = Listing()
+    listed: set[str] = set()
     seen: set[str] = set()
     bar = progress_bar(progress, desc="listing", unit="file")
     for spec in specs:
         text = os.fspath(spec)
         if is_url(text):
-            expanded = expand_url(text, filesystems or Filesystems(None))
+            expanded = expand_url(text, filesystems or Filesystems(None), wanted)
+            named = not text.endswith("/") and not _GLOB_CHARS.search(text) and expanded == [text]
         else:
-            expanded = _expand_one(text, resolver, bar.update)
+            expanded = _expand_one(text, resolver, wanted, bar.update)
+            named = not os.path.isdir(os.path.expanduser(text)) and not _GLOB_CHARS.search(text)
+        if not named:
+            listed.update(expanded)
         if not os.path.isdir(text):
             bar.update(len(expanded))
         for real in expanded:
@@ -65,6 +81,7 @@ def expand_files(
             seen.add(real)
             resolved.append(real)
     bar.close()
+    resolved.listed = frozenset(listed)
     if not resolved:
         raise NoFilesFoundError(f"no HDF5 files given: {files!r}")
     return resolved
@@ -96,7 +113,12 @@ class _RealPaths:
         return os.path.realpath(joined) if is_link else joined
 
 
-def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], object]) -> list[str]:
+def _walk_hdf5(
+    root: str,
+    resolver: _RealPaths,
+    suffixes: tuple[str, ...],
+    found_more: Callable[[int], object],
+) -> list[str]:
     """Every HDF5 file under ``root``, ordered by where it sits in the tree.
 
     Linked folders are followed (once each, so a link back up the tree cannot
@@ -119,7 +141,7 @@ def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], obje
                 if entry.is_dir():
                     target = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
                     pending.append((shown_path + "/", target))
-                elif entry.name.lower().endswith(HDF5_SUFFIXES):
+                elif entry.name.lower().endswith(suffixes):
                     # The folder is a real path, so a file that is no link is one too.
                     real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
                     found.append((shown_path, real))
@@ -129,14 +151,17 @@ def _walk_hdf5(root: str, resolver: _RealPaths, found_more: Callable[[int], obje
 
 
 def _expand_one(
-    spec: str, resolver: _RealPaths, found_more: Callable[[int], object] = lambda n: None
+    spec: str,
+    resolver: _RealPaths,
+    suffixes: tuple[str, ...] = HDF5_SUFFIXES,
+    found_more: Callable[[int], object] = lambda n: None,
 ) -> list[str]:
     spec = os.path.expanduser(spec)
     if os.path.isdir(spec):
-        found = _walk_hdf5(spec, resolver, found_more)
+        found = _walk_hdf5(spec, resolver, suffixes, found_more)
         if not found:
             raise NoFilesFoundError(
-                f"{spec}: directory contains no HDF5 files (*{', *'.join(HDF5_SUFFIXES)})",
+                f"{spec}: directory contains no HDF5 files (*{', *'.join(suffixes)})",
                 path=spec,
             )
         return found

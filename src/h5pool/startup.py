@@ -44,11 +44,12 @@ Skipped = list[tuple[str, str]]
 Builder = Callable[[list[str], CorpusIndex | None, bool], tuple[CorpusIndex, Skipped, ScanStats]]
 
 
-def source_of(files: FileSpec) -> str:
+def source_of(files: FileSpec, suffixes: Sequence[str] | None = None) -> str:
     """What ``files`` said, as text: a cache is trusted only for the same words."""
     specs = [files] if isinstance(files, str | os.PathLike) else list(files)
     given = [os.fspath(s) if is_url(os.fspath(s)) else os.path.abspath(s) for s in specs]
-    return json.dumps({"files": given, "suffixes": list(HDF5_SUFFIXES)})
+    listed = list(suffixes) if suffixes is not None else list(HDF5_SUFFIXES)
+    return json.dumps({"files": given, "suffixes": listed})
 
 
 def obtain_index(
@@ -59,6 +60,7 @@ def obtain_index(
     config: tuple[str, tuple[str, ...], str],
     list_files: Callable[[], list[str]],
     build: Builder,
+    suffixes: Sequence[str] | None = None,
 ) -> tuple[CorpusIndex, Skipped, ScanStats]:
     """The index of ``files`` for ``config`` = (layout, keys, group)."""
     if verify not in VERIFY_MODES:
@@ -70,7 +72,7 @@ def obtain_index(
             f"index_cache {os.fspath(cache)!r} is a folder; give a file path such as "
             f"{os.path.join(os.fspath(cache), 'index.npz')!r}"
         )
-    source = source_of(files)
+    source = source_of(files, suffixes)
     with cache_lock(cache):
         cached, meta = _usable_cache(cache, config)
         skipped_before: Skipped = [(str(p), str(r)) for p, r in meta.get("skipped", [])]
