@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow  # real servers and processes: deselect with -m 'n
 
 TESTS_DIR = os.path.dirname(__file__)
 SRC_DIR = os.path.join(os.path.dirname(TESTS_DIR), "src")
-FILES, ROWS = 200, 6
+FILES, ROWS = 80, 6  # enough files for pools of 5 and 8 to evict; kept small for CI time
 
 
 def file_bytes(number: int, rows: int = ROWS) -> bytes:
@@ -104,12 +104,13 @@ def test_small_pool_over_remote_files(s3: S3Server) -> None:
         file_number, row = divmod(index, ROWS)
         assert int(sample["label"]) == encoded(file_number, row)
         assert bool((sample["data"] == float(encoded(file_number, row))).all())
-    batch = ds.__getitems__([5, 1199, 5, 600])
+    last = FILES * ROWS - 1
+    batch = ds.__getitems__([5, last, 5, FILES // 2 * ROWS])
     assert [int(s["label"]) for s in batch] == [
         encoded(0, 5),
-        encoded(199, 5),
+        encoded(FILES - 1, ROWS - 1),
         encoded(0, 5),
-        encoded(100, 0),
+        encoded(FILES // 2, 0),
     ]
     stats = ds.pool.stats()
     assert stats.peak_open_files <= 5 and stats.open_files <= 5
