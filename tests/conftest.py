@@ -5,10 +5,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+
 from corpus_tools import make_corpus
+
+# No deadlines anywhere: a loaded machine makes any example slow, and a slow
+# example is not a failure.  Individual tests may still lower max_examples.
+settings.register_profile("h5pool", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("h5pool")
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from corpus_tools import encoded
 from h5pool import CorpusError, PooledH5Dataset
 from h5pool.check import check_file
 
+pytestmark = pytest.mark.slow  # a process per copy: deselect with -m 'not slow'
+
 COPIES = 240
 STORAGES = {
     "contiguous": {},

@@ -139,3 +139,24 @@ def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path) -> None:
         f.truncate(1024)
     with pytest.raises(FileChangedError):
         ds.read_batch([9])
+
+
+def test_descriptor_advice_when_the_soft_limit_is_the_hard_one() -> None:
+    """With soft == hard, `ulimit -n` at the same value would be no advice at all."""
+    script = textwrap.dedent(
+        """
+        import resource
+        from h5pool.pool import _descriptor_limit_error
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        print(_descriptor_limit_error("/x.h5", 3))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft))
+        print(_descriptor_limit_error("/x.h5", 3))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    raised, capped = result.stdout.strip().splitlines()
+    if "already the hard limit" not in raised:  # soft < hard at first: the usual advice
+        assert "raise_fd_limit()" in raised
+    assert "already the hard limit" in capped and "ulimit -n" not in capped

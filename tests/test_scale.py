@@ -212,6 +212,7 @@ def build_in_process(corpus: str, cache: str) -> tuple[int, int]:
     return ds.index_stats.files_scanned, len(ds)
 
 
+@pytest.mark.slow
 def test_processes_starting_together_build_the_cache_once(corpus: Path, tmp_path: Path) -> None:
     cache = str(tmp_path / "shared.npz")
     with multiprocessing.get_context("forkserver").Pool(4) as workers:
@@ -277,6 +278,7 @@ def test_verify_must_be_a_known_mode(corpus: Path, tmp_path: Path) -> None:
 # -- scanning in processes ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_scanning_in_processes_gives_the_same_index(corpus: Path, tmp_path: Path) -> None:
     bad = corpus / "shard_00003_bad.h5"
     bad.write_bytes(b"garbage" * 50)
