@@ -45,11 +45,10 @@ def test_a_fifo_is_skipped_in_a_folder_and_refused_by_name(tmp_path: Path) -> No
     make_corpus(tmp_path, files=2, rows=3)
     fifo = tmp_path / "shard_00001_pipe.h5"
     os.mkfifo(fifo)
-    ds = constructed_within(120, tmp_path, KEYS, on_error="skip")
-    assert isinstance(ds, PooledH5Dataset) and len(ds) == 6
-    assert [(p, "FIFO" in why) for p, why in ds.skipped] == [(str(fifo), True)]
-    refused = constructed_within(120, tmp_path, KEYS)
-    assert isinstance(refused, UnreadableFileError) and refused.path == str(fifo)
+    for on_error in ("skip", "raise"):  # found by a folder listing: left out either way
+        ds = constructed_within(120, tmp_path, KEYS, on_error=on_error)
+        assert isinstance(ds, PooledH5Dataset) and len(ds) == 6
+        assert [(p, "FIFO" in why) for p, why in ds.skipped] == [(str(fifo), True)]
     named = constructed_within(120, [fifo], KEYS, on_error="skip")
     assert isinstance(named, UnreadableFileError) and "not a regular file" in str(named)
 
@@ -130,3 +129,30 @@ def test_a_locking_failure_suggests_turning_locking_off(tmp_path: Path) -> None:
         assert "HDF5_USE_FILE_LOCKING=FALSE" in str(raised.value)
     finally:
         holder.communicate("", timeout=60)
+
+
+def test_a_missing_filter_plugin_is_named_with_the_fix(tmp_path: Path) -> None:
+    """Written with hdf5plugin's bitshuffle, read by a process that never imported it."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    path = tmp_path / "bitshuffle.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=np.arange(64.0).reshape(16, 4), **hdf5plugin.Bitshuffle())
+        f.create_dataset("label", data=np.arange(16))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from h5pool import PooledH5Dataset, UnreadableFileError
+        try:
+            PooledH5Dataset({str(path)!r}, ["data", "label"])
+        except UnreadableFileError as exc:
+            print(exc)
+            sys.exit(0)
+        sys.exit("read without the plugin")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "filter 32008 (bitshuffle)" in result.stdout
+    assert "pip install hdf5plugin" in result.stdout and "import hdf5plugin" in result.stdout

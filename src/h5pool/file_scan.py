@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import h5py
 
-from h5pool.byte_map import CHUNKED, CONTIGUOUS, FileKeyMap, map_dataset
+from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, FileKeyMap, map_dataset
 from h5pool.errors import LayoutError, MissingKeyError, UnreadableFileError
 from h5pool.groups import group_length, group_names
 from h5pool.index import Layout
 from h5pool.pool import HandlePool, PooledFile
-from h5pool.readers import check_fits_in_file, nbytes_of
+from h5pool.readers import check_filters_available, check_fits_in_file, nbytes_of
 from h5pool.remote import is_url
 from h5pool.sources import natural_key
 
@@ -108,6 +108,8 @@ def scan_file(
             maps = tuple(_map_key(entry, key, local) for key in keys)
             for key, file_map in zip(keys, maps, strict=True):
                 _check_inside(path, key, file_map, count, size)
+                if file_map.spec.kind == HDF5:  # h5pool decodes the others itself
+                    check_filters_available(entry.dataset(key), path, repr(key))
             return FileEntry(count, size, mtime, maps=maps)
         if layout == "groups":
             return _scan_groups(entry, keys, group, (size, mtime), skip_bad_groups)

@@ -23,7 +23,12 @@ import torch
 
 from h5pool.errors import LayoutError, MissingKeyError
 from h5pool.pool import PooledFile
-from h5pool.readers import check_fits_in_file, decode_attrs, nbytes_of
+from h5pool.readers import (
+    check_filters_available,
+    check_fits_in_file,
+    decode_attrs,
+    nbytes_of,
+)
 from h5pool.sources import natural_key
 
 IntArray = npt.NDArray[np.int64]
@@ -119,6 +124,7 @@ def group_length(entry: PooledFile, group_path: str, keys: Sequence[str]) -> int
         check_fits_in_file(
             dataset, entry.path, nbytes_of(dataset, 1), f"a row of {group_path}/{key}"
         )
+        check_filters_available(dataset, entry.path, f"{group_path}/{key}")
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
         raise LayoutError(

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from h5pool.byte_map import filter_name
 from h5pool.errors import ReadError, UnreadableFileError
 from h5pool.pool import PooledFile
 
@@ -156,6 +157,24 @@ def check_fits_in_file(dataset: h5py.Dataset, path: str, part: int, what: str) -
         )
 
 
+def check_filters_available(dataset: h5py.Dataset, path: str, what: str) -> None:
+    """Name a compression filter this HDF5 library cannot run, and the fix.
+
+    Without it HDF5 fails at the first read with "can't open directory
+    /usr/local/lib/plugin", which names neither the filter nor the cure.
+    """
+    dcpl = dataset.id.get_create_plist()
+    for number in range(dcpl.get_nfilters()):
+        filter_id = int(dcpl.get_filter(number)[0])
+        if not h5py.h5z.filter_avail(filter_id):
+            raise UnreadableFileError(
+                f"{path}: {what} is stored with HDF5 filter {filter_id} "
+                f"({filter_name(filter_id)}), which this HDF5 cannot decode: "
+                "pip install hdf5plugin, and import hdf5plugin before reading",
+                path=path,
+            )
+
+
 def nbytes_of(dataset: h5py.Dataset, rows: int | None = None) -> int:
     """Bytes of the whole dataset, or of ``rows`` rows of it, in memory."""
     shape = dataset.shape
@@ -170,6 +189,7 @@ def read_member(entry: PooledFile, name: str) -> npt.NDArray[Any]:
     """A whole dataset, read directly when its bytes are contiguous."""
     dataset = entry.dataset(name)
     check_fits_in_file(dataset, entry.path, nbytes_of(dataset), f"member {name!r}")
+    check_filters_available(dataset, entry.path, f"member {name!r}")
     try:
         fd = entry.raw_fd()
         offset = direct_offset(dataset) if fd is not None else None
