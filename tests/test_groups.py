@@ -143,3 +143,25 @@ def test_suffixes_and_files_that_are_not_hdf5(tmp_path: Path) -> None:
         PooledH5Dataset([netcdf3], ["data", "label"])
     only = PooledH5Dataset(tmp_path, ["data", "label"], suffixes=[".H5"])
     assert [Path(p).name for p in only.files] == ["a.h5"]
+
+
+def test_netcdf_like_members_pickle_and_leave_dimension_scales_out(tmp_path: Path) -> None:
+    """Coordinate variables are dimension scales (not samples), and the references
+    in DIMENSION_LIST become paths, so DataLoader workers can send attrs back."""
+    for number in range(2):
+        with h5py.File(tmp_path / f"nc_{number}.nc", "w") as f:
+            time = f.create_dataset("time", data=np.arange(4.0))
+            time.make_scale("time")
+            for name in ("pressure", "wind"):
+                variable = f.create_dataset(name, data=np.full((4, 2), 10.0 * number))
+                variable.dims[0].attach_scale(time)
+            f["wind"].attrs["source"] = f["time"].ref
+    ds = PooledH5Dataset(tmp_path, layout="members", group="/")
+    assert len(ds) == 4
+    assert ds[1]["attrs"]["DIMENSION_LIST"] == [["/time"], []]
+    assert ds[1]["attrs"]["source"] == "/time"
+    workers = DataLoader(
+        ds, batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=120
+    )
+    seen = [(float(sample["data"][0, 0]), sample["attrs"]["DIMENSION_LIST"]) for sample in workers]
+    assert seen == [(0.0, [["/time"], []])] * 2 + [(10.0, [["/time"], []])] * 2

@@ -207,15 +207,32 @@ def read_member(entry: PooledFile, name: str) -> npt.NDArray[Any]:
 
 
 def decode_attrs(node: h5py.HLObject) -> dict[str, Any]:
-    """Attributes as Python/numpy values, with every string decoded to ``str``."""
-    return {name: _decode(value) for name, value in node.attrs.items()}
+    """Attributes as plain, picklable Python values: strings decoded to ``str``,
+    object references replaced by the path of the object they point to (netCDF
+    keeps references in ``DIMENSION_LIST``; a worker cannot pickle them)."""
+    return {name: _decode(value, node.file) for name, value in node.attrs.items()}
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, file: h5py.File) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.dtype.kind in "SO":
-        return [_decode(v) for v in value.tolist()]
+    if isinstance(value, h5py.Reference | h5py.RegionReference):
+        return _referenced_path(value, file)
+    if isinstance(value, np.ndarray) and (value.dtype.kind in "SO" or value.dtype.fields):
+        return [_decode(v, file) for v in value.tolist()]
+    if isinstance(value, tuple):  # a compound record, as tolist() gives it
+        return tuple(_decode(v, file) for v in value)
+    if isinstance(value, np.ndarray):
+        return value
     if isinstance(value, np.generic):
-        return value.item()
+        return _decode(value.item(), file)
     return value
+
+
+def _referenced_path(reference: h5py.Reference, file: h5py.File) -> str:
+    if not reference:
+        return ""
+    try:
+        return str(file[reference].name)
+    except Exception:  # a dangling reference of a damaged file
+        return "<unresolvable reference>"
