@@ -298,3 +298,36 @@ def test_check_lists_damaged_files(tmp_path: Path) -> None:
     assert len(lines) == 1 and "checksum" in lines[0] and "Traceback" not in result.stderr
     clean = h5pool("check", str(corpus / "shard_00000.h5"))
     assert clean.returncode == 0 and "none damaged" in clean.stdout
+
+
+def test_info_follows_links_and_reports_groups(tmp_path: Path) -> None:
+    from robomimic_tools import demo_lengths, write_robomimic_corpus
+
+    linked = tmp_path / "linked.h5"
+    make_corpus(tmp_path / "target", files=1, rows=3, width=2)
+    with h5py.File(linked, "w") as f:
+        f["real"] = np.arange(6.0)
+        f["soft"] = h5py.SoftLink("/real")
+        f["outside"] = h5py.ExternalLink(str(tmp_path / "target" / "shard_00000.h5"), "/data")
+    info = h5pool("info", str(linked), "--key", "soft")
+    assert info.returncode == 0, info.stderr
+    assert "samples along axis 0 of 'soft': 6" in info.stdout
+    assert "  soft: shape (6,)" in info.stdout and "  outside: shape (3, 2)" in info.stdout
+    write_robomimic_corpus(tmp_path / "robot", files=2, demos=3)
+    groups = h5pool(
+        "info",
+        str(tmp_path / "robot"),
+        "--layout",
+        "groups",
+        "--group",
+        "data",
+        "--key",
+        "actions",
+        "obs/agentview_image",
+    )
+    assert groups.returncode == 0, groups.stderr
+    lengths = demo_lengths(0, 3) + demo_lengths(1, 3)
+    assert (
+        f"groups under 'data' with 'actions', 'obs/agentview_image': 6 "
+        f"(lengths {min(lengths)} to {max(lengths)}" in groups.stdout
+    )

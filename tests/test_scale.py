@@ -288,8 +288,9 @@ def test_scanning_in_processes_gives_the_same_index(corpus: Path, tmp_path: Path
     assert two.index.same_entries(one.index) and two.skipped == one.skipped
     assert [p for p, _ in two.skipped] == [str(bad)]
     assert values(two) == values(one)
+    named = sorted(str(p) for p in corpus.iterdir())  # named, not listed: an error
     with pytest.raises(UnreadableFileError) as raised:
-        PooledH5Dataset(corpus, KEYS, scan_processes=2)
+        PooledH5Dataset(named, KEYS, scan_processes=2)
     assert raised.value.path == str(bad)
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
 from h5pool.errors import CorpusError, LayoutError, MissingFileError
-from h5pool.groups import read_group_sample, stack_samples
+from h5pool.groups import read_group_sample
 from h5pool.index import CorpusIndex, Layout
 from h5pool.paths import PathList
 from h5pool.pool import HandlePool, PooledFile
@@ -373,3 +373,29 @@ def _naming_sample(exc: CorpusError, index: int) -> CorpusError:
     if str(exc).startswith("sample "):
         return exc
     return type(exc)(f"sample {index}: {exc}", path=exc.path)
+
+
+def stack_samples(samples: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Windows stacked per key, ``{key: tensor (B, W, ...), "attrs": [dict, ...]}``.
+
+    Whole groups of unequal lengths cannot be stacked: a :class:`LayoutError`
+    that says to set ``window``.
+    """
+    batch: dict[str, Any] = {}
+    for key in keys:
+        columns = [sample[key] for sample in samples]
+        shapes = {tuple(column.shape) for column in columns}
+        if len(shapes) > 1:
+            raise LayoutError(
+                f"{key!r} has samples of shapes {sorted(shapes)[:2]} in one batch; "
+                "set window= to read windows of equal length"
+            )
+        batch[key] = (
+            torch.stack(columns)
+            if columns and isinstance(columns[0], torch.Tensor)
+            else np.stack(columns)
+            if columns
+            else np.empty(0)
+        )
+    batch["attrs"] = [sample["attrs"] for sample in samples]
+    return batch

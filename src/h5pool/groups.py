@@ -19,7 +19,6 @@ from typing import Any
 import h5py
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from h5pool.errors import LayoutError, MissingKeyError
 from h5pool.pool import PooledFile
@@ -132,32 +131,6 @@ def group_length(entry: PooledFile, group_path: str, keys: Sequence[str]) -> int
             path=entry.path,
         )
     return next(iter(lengths.values()))
-
-
-def stack_samples(samples: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
-    """Windows stacked per key, ``{key: tensor (B, W, ...), "attrs": [dict, ...]}``.
-
-    Whole groups of unequal lengths cannot be stacked: a :class:`LayoutError`
-    that says to set ``window``.
-    """
-    batch: dict[str, Any] = {}
-    for key in keys:
-        columns = [sample[key] for sample in samples]
-        shapes = {tuple(column.shape) for column in columns}
-        if len(shapes) > 1:
-            raise LayoutError(
-                f"{key!r} has samples of shapes {sorted(shapes)[:2]} in one batch; "
-                "set window= to read windows of equal length"
-            )
-        batch[key] = (
-            torch.stack(columns)
-            if columns and isinstance(columns[0], torch.Tensor)
-            else np.stack(columns)
-            if columns
-            else np.empty(0)
-        )
-    batch["attrs"] = [sample["attrs"] for sample in samples]
-    return batch
 
 
 def read_group_sample(

@@ -31,7 +31,11 @@ def combine(indexes: list[CorpusIndex], source: IntArray, number: IntArray) -> C
         indexes[s].files[n] for s, n in zip(source.tolist(), number.tolist(), strict=True)
     )
     named = first.layout in ("members", "groups")
-    groups = _combine_groups([i.groups for i in indexes], source, number)
+    groups = (
+        _combine_groups([i.groups for i in indexes], source, number)
+        if first.layout == "groups"
+        else GroupTable()
+    )
     # Names per file: one per member, or one per group.
     name_counts = groups.per_file if first.layout == "groups" else counts
     members = (

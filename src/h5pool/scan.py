@@ -241,7 +241,9 @@ def _index_of_entries(
         groups=GroupTable(
             per_file=np.array([len(e.lengths) for e in entries], dtype=np.int64),
             lengths=np.array([n for e in entries for n in e.lengths], dtype=np.int64),
-        ),
+        )
+        if layout == "groups"
+        else GroupTable(),
         maps={
             key: KeyMaps.from_files([e.maps[number] for e in entries])
             for number, key in enumerate(keys)
