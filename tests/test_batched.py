@@ -92,7 +92,7 @@ def test_byte_maps_are_used_only_where_safe(tmp_path: Path) -> None:
     batch = ds.read_batch([0, 1, 3])
     assert np.array_equal(batch["plain"].numpy(), np.array([[0, 0], [0, 0], [7, 7]], "f4"))
     assert np.array_equal(ds[2]["empty"].numpy(), np.zeros(2, "f4"))
-    assert ds[1]["text"] == b"cd"
+    assert ds[1]["text"] == "cd"  # strings decode to str
     core = PooledH5Dataset(path, keys, max_open=1, file_kwargs={"driver": "core"})
     assert {core.engine.kind(key, 0) for key in keys} == {"hdf5"}
     assert np.array_equal(core[3]["plain"].numpy(), [7, 7])
@@ -104,8 +104,11 @@ def test_strings_rows_layout(tmp_path: Path) -> None:
         f["name"] = np.array([b"alpha", b"beta", b"gamma"])
         f["label"] = np.arange(3)
     ds = PooledH5Dataset(path, ["name", "label"])
-    assert ds[1]["name"] == b"beta"
-    assert [s["name"] for s in ds.__getitems__([2, 0, 2])] == [b"gamma", b"alpha", b"gamma"]
+    assert ds[1]["name"] == "beta"
+    assert [s["name"] for s in ds.__getitems__([2, 0, 2])] == ["gamma", "alpha", "gamma"]
+    assert ds.read_batch([1, 0])["name"] == ["beta", "alpha"]
+    raw = PooledH5Dataset(path, ["name", "label"], strings="bytes")
+    assert raw[1]["name"] == b"beta" and raw.read_batch([2])["name"] == [b"gamma"]
 
 
 @settings(max_examples=50, deadline=None)

@@ -264,11 +264,10 @@ def test_index_skip_bad_and_one_line_per_skipped_file(tmp_path: Path) -> None:
     bad = corpus / "shard_00001_bad.h5"
     bad.write_bytes(b"garbage" * 40)
     out = tmp_path / "i.npz"
-    stopped = h5pool("index", str(corpus), "--out", str(out), "--key", "data", "label")
+    named = sorted(str(p) for p in corpus.iterdir())  # named files must be HDF5
+    stopped = h5pool("index", *named, "--out", str(out), "--key", "data", "label")
     assert stopped.returncode == 3 and str(bad) in stopped.stderr and not out.exists()
-    skipped = h5pool(
-        "index", str(corpus), "--out", str(out), "--key", "data", "label", "--skip-bad"
-    )
+    skipped = h5pool("index", *named, "--out", str(out), "--key", "data", "label", "--skip-bad")
     assert skipped.returncode == 0, skipped.stderr
     assert "3 files, 12 samples" in skipped.stdout and "left out 1 bad file" in skipped.stdout
     lines = [line for line in skipped.stderr.splitlines() if str(bad) in line]

@@ -243,9 +243,17 @@ def test_ctrl_c_stops_a_loader_loop(corpus: list[str], tmp_path: Path) -> None:
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "batch"
-    process.send_signal(signal.SIGINT)
+    # A Ctrl-C that lands while CPython runs a finaliser is printed and dropped
+    # ("Exception ignored in ..."), in any program; a user presses again.
+    stderr = ""
     try:
-        _, stderr = process.communicate(timeout=300)
+        for _ in range(10):
+            process.send_signal(signal.SIGINT)
+            try:
+                _, stderr = process.communicate(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         process.kill()
     assert process.returncode != 0

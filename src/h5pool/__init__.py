@@ -32,6 +32,8 @@ _HOMES = {
     "ReadError": "h5pool.errors",
     "SourceUnavailableError": "h5pool.errors",
     "UnreadableFileError": "h5pool.errors",
+    "pad_ragged": "h5pool.values",
+    "collate_ragged": "h5pool.values",
 }
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from h5pool.loader import Loader
     from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open, raise_fd_limit
     from h5pool.sampler import BlockShuffleSampler
+    from h5pool.values import collate_ragged, pad_ragged
 
 
 def __getattr__(name: str) -> Any:
@@ -91,6 +94,8 @@ __all__ = [
     "SourceUnavailableError",
     "UnreadableFileError",
     "__version__",
+    "collate_ragged",
     "default_max_open",
+    "pad_ragged",
     "raise_fd_limit",
 ]

@@ -30,6 +30,7 @@ from h5pool.readers import decode_attrs, read_member
 from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files
 from h5pool.startup import Verify, obtain_index
+from h5pool.values import Strings, batch_values, sample_values, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +38,6 @@ Sample = dict[str, Any]
 IntArray = npt.NDArray[np.int64]
 Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
-_TENSOR_KINDS = frozenset("biufc")
-#: numpy types torch has no tensor type for: they stay numpy arrays.
-_NO_TENSOR = frozenset(np.dtype(t) for t in (np.longdouble, np.clongdouble)) - {
-    np.dtype(np.float64),
-    np.dtype(np.complex128),
-}
-
-
-def to_tensor(array: npt.NDArray[Any]) -> Any:
-    """A tensor sharing the array's memory; strings, objects and long doubles stay numpy."""
-    if array.dtype.kind not in _TENSOR_KINDS or array.dtype.newbyteorder("=") in _NO_TENSOR:
-        return array
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    return torch.from_numpy(array)
 
 
 class PooledH5Dataset(Dataset[Any]):
@@ -85,6 +71,7 @@ class PooledH5Dataset(Dataset[Any]):
         window: int = 0,
         stride: int = 1,
         suffixes: Sequence[str] | None = None,
+        strings: Strings = "str",
     ) -> None:
         if layout not in ("rows", "members", "groups"):
             raise ValueError(f"layout must be 'rows', 'members' or 'groups', not {layout!r}")
@@ -99,6 +86,10 @@ class PooledH5Dataset(Dataset[Any]):
         self.keys: tuple[str, ...] = (keys,) if isinstance(keys, str) else tuple(keys)
         if layout in ("rows", "groups") and not self.keys:
             raise ValueError(f"the {layout!r} layout needs at least one key")
+        if strings not in ("str", "bytes"):
+            raise ValueError(f"strings must be 'str' or 'bytes', not {strings!r}")
+        #: String datasets as ``str`` (UTF-8 decoded) or as ``bytes``.
+        self.strings: Strings = strings
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
@@ -173,7 +164,9 @@ class PooledH5Dataset(Dataset[Any]):
         try:
             if self.layout == "rows":
                 columns = self.engine.read_one(file_number, local)
-                sample: Sample = {key: to_tensor(out) for key, out in columns.items()}
+                sample: Sample = sample_values(
+                    self._values({k: v[None] for k, v in columns.items()}), 0
+                )
             else:
                 entry = self._acquire(file_number)
                 try:
@@ -200,7 +193,8 @@ class PooledH5Dataset(Dataset[Any]):
             except LayoutError:
                 samples = [self._untransformed(i) for i in _flat(indices)]
             else:
-                samples = _samples_of(columns, len(file_numbers))
+                batch = self._values(columns)
+                samples = [sample_values(batch, i) for i in range(len(file_numbers))]
         else:
             samples = self._read_members_batch(file_numbers, rows, indices)
         if self.transform is not None:
@@ -224,8 +218,14 @@ class PooledH5Dataset(Dataset[Any]):
                 f"read_batch needs the 'rows' or 'groups' layout, not {self.layout!r}"
             )
         file_numbers, rows = self.index.locate_many(indices)
-        columns = self._read_columns(file_numbers, rows, indices)
-        return {key: to_tensor(out) for key, out in columns.items()}
+        return self._values(self._read_columns(file_numbers, rows, indices))
+
+    def _values(self, columns: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+        """Numpy columns as the user gets them (see h5pool.values)."""
+        values: dict[str, Any] = {}
+        for key, column in columns.items():
+            values.update(batch_values(key, column, self.strings))
+        return values
 
     @property
     def engine(self) -> ReadEngine:
@@ -335,20 +335,6 @@ class PooledH5Dataset(Dataset[Any]):
                 first = int(np.asarray(indices).reshape(-1)[group[0]])
                 raise _naming_sample(exc, first) from (exc.__cause__ or exc)
         return samples
-
-
-def _rows_of(column: Any) -> Sequence[Any]:
-    """The rows of a batch column as views: ``unbind`` for tensors, a list for numpy."""
-    return column.unbind(0) if isinstance(column, torch.Tensor) else list(column)
-
-
-def _samples_of(columns: dict[str, npt.NDArray[Any]], count: int) -> list[Sample]:
-    """Per-sample dicts of views into the batch columns."""
-    views = [(key, _rows_of(to_tensor(out))) for key, out in columns.items()]
-    if len(views) == 1:
-        key, column = views[0]
-        return [{key: row} for row in column]
-    return [{key: column[i] for key, column in views} for i in range(count)]
 
 
 def _flat(indices: Indices) -> list[int]:
