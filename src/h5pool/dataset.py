@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
-from h5pool.errors import CorpusError, LayoutError, MissingFileError
+from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFileError
 from h5pool.groups import read_group_sample
 from h5pool.index import CorpusIndex, Layout
 from h5pool.paths import PathList
@@ -137,6 +137,7 @@ class PooledH5Dataset(Dataset[Any]):
         finally:
             # Leave nothing open in the constructing process: forking is safe now.
             self.pool.close()
+        self.index.appending = self.pool.appending
         #: "groups" layout: rows per sample (0: the whole group) and the step between starts.
         self.window, self.stride = window, stride
         if layout == "groups":
@@ -226,6 +227,42 @@ class PooledH5Dataset(Dataset[Any]):
         for key, column in columns.items():
             values.update(batch_values(key, column, self.strings))
         return values
+
+    def refresh(self) -> int:
+        """Take in rows appended under SWMR since indexing; return how many.
+
+        For files opened with ``file_kwargs={"swmr": True}`` in the "rows"
+        layout: each key's length is re-read (the shortest key sets a file's
+        count, as a writer appends to its keys one after another).  Rows that
+        existed stay readable throughout; samplers and Loaders see the new ones
+        from the next epoch on (DataLoader workers from their next start).
+        """
+        if not self.pool.appending or self.layout != "rows":
+            raise ValueError("refresh() needs the 'rows' layout and file_kwargs={'swmr': True}")
+        before = len(self.index)
+        counts = self.index.counts.copy()
+        sizes, mtimes = self.index.sizes.copy(), self.index.mtimes.copy()
+        for number, path in enumerate(self.index.files):
+            entry = self._acquire(number)
+            try:
+                lengths = []
+                for key in self.keys:
+                    dataset = entry.dataset(key)
+                    dataset.refresh()
+                    lengths.append(int(dataset.shape[0]))
+                if min(lengths) < counts[number]:
+                    raise FileChangedError(
+                        f"{path}: {min(lengths)} rows, fewer than the {counts[number]} indexed",
+                        path=path,
+                    )
+                counts[number] = min(lengths)
+                sizes[number], mtimes[number] = entry.stamp()
+            finally:
+                self.pool.release(entry)
+        self.index.counts, self.index.sizes, self.index.mtimes = counts, sizes, mtimes
+        self.index.ends = np.cumsum(counts, dtype=np.int64)
+        self._engine = None  # its per-file tables were sized for the old counts
+        return len(self.index) - before
 
     @property
     def engine(self) -> ReadEngine:

@@ -61,6 +61,8 @@ class CorpusIndex:
     #: For the "groups" layout: groups per file, each group's length, the windowing
     #: (the group names are in ``members``).
     groups: GroupTable = field(default_factory=GroupTable)
+    #: Files written under SWMR: growing (size and mtime up) is not a change.
+    appending: bool = False
     ends: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -146,7 +148,8 @@ class CorpusIndex:
         """
         expected = (int(self.sizes[file_number]), int(self.mtimes[file_number]))
         found = entry.stamp()
-        if found != expected:
+        grown = self.appending and found[0] >= expected[0] and found[1] >= expected[1]
+        if found != expected and not grown:
             raise FileChangedError(
                 f"{entry.path}: file changed since it was indexed "
                 f"(size, mtime_ns) was {expected}, now {found}; rebuild the dataset",

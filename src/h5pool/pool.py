@@ -424,7 +424,12 @@ class HandlePool:
         self.file_kwargs: dict[str, Any] = _default_file_kwargs()
         self.file_kwargs.update(file_kwargs or {})
         self.file_kwargs.pop("mode", None)
-        self._plain_descriptor = self.file_kwargs.get("driver") in (None, "sec2")
+        #: Files opened with ``swmr=True`` grow while they are read: their chunk
+        #: tables move under a writer, so they are read through HDF5 only.
+        self.appending = bool(self.file_kwargs.get("swmr"))
+        self._plain_descriptor = (
+            self.file_kwargs.get("driver") in (None, "sec2") and not self.appending
+        )
         #: True when files are single local files HDF5 reads through one descriptor.
         self.plain_descriptor = self._plain_descriptor
         #: fsspec options for URLs (credentials, endpoint); see h5pool.remote.
@@ -738,6 +743,11 @@ def _open_error(path: str, exc: OSError) -> Exception:
         reason = f"the file is truncated ({size} bytes on disk)"
     elif "signature" in str(exc) or "not an HDF5" in str(exc).lower():
         reason = "not an HDF5 file"
+    elif "already open for write" in str(exc):
+        reason = (
+            "another process has it open for writing; to read it while it is written "
+            "under SWMR, pass file_kwargs={'swmr': True}"
+        )
     elif _is_locking_failure(exc):
         reason = (
             "HDF5 could not lock it (file systems such as NFS and GPFS often refuse locks); "

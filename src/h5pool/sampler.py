@@ -95,7 +95,7 @@ class BlockShuffleSampler(DistributedSampler[int]):
             raise ValueError(f"files_per_block must be at least 1, got {files_per_block}")
         if num_workers > 1 and (batch_size is None or batch_size < 1):
             raise ValueError("num_workers > 1 needs the DataLoader's batch_size as well")
-        self.counts: IntArray = dataset.index.counts.copy()
+        self._dataset = dataset
         self.files_per_block = files_per_block
         self.shuffle = shuffle
         self.seed = seed
@@ -107,6 +107,12 @@ class BlockShuffleSampler(DistributedSampler[int]):
         # Samples already yielded in the current epoch, for resuming mid-epoch.
         self.yielded = 0
         self._resume_from: int | None = None
+
+    @property
+    def counts(self) -> IntArray:
+        """Samples per file, read from the dataset's index at each use: samples
+        that ``refresh()`` adds join from the next epoch."""
+        return self._dataset.index.counts
 
     @property
     def num_replicas(self) -> int:  # type: ignore[override]
