@@ -240,6 +240,9 @@ def test_ctrl_c_stops_a_loader_loop(corpus: list[str], tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # An ignored SIGINT is inherited across exec, and Python then installs no
+        # KeyboardInterrupt handler: give the script the disposition a shell gives.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "batch"
