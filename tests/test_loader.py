@@ -227,6 +227,19 @@ for epoch in range(1000):
 """
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a shell leaves it, default and unblocked.
+
+    An ignored or blocked SIGINT is inherited across exec (Python then installs
+    no KeyboardInterrupt handler, or never sees the signal); the test process
+    may carry either from the libraries its earlier tests ran.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_a_loader_loop(corpus: list[str], tmp_path: Path) -> None:
     import signal
@@ -240,9 +253,7 @@ def test_ctrl_c_stops_a_loader_loop(corpus: list[str], tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # An ignored SIGINT is inherited across exec, and Python then installs no
-        # KeyboardInterrupt handler: give the script the disposition a shell gives.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=_interruptible,
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "batch"
