@@ -64,6 +64,10 @@ def main() -> None:
             logger.info(
                 "epoch %d: %d ranks read %d distinct samples once each", epoch, world, usable
             )
+    # DDP's reducer holds the process group: free it first, or tearing the group
+    # down under it can abort the process at exit.
+    del model, optimiser
+    dist.barrier()
     dist.destroy_process_group()
 
 

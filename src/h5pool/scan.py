@@ -219,8 +219,8 @@ def build_index(
         and np.array_equal(numbers, np.arange(len(reuse.files)))
     ):
         return reuse, skipped, stats
-    if reuse is None:
-        return fresh, skipped, stats
+    if reuse is None or not (source == 0).any():
+        return fresh, skipped, stats  # nothing taken from the cache: the scan is the index
     return combine([reuse, fresh], source, numbers), skipped, stats
 
 
