@@ -18,7 +18,7 @@ import h5py
 
 from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, FileKeyMap, map_dataset
 from h5pool.errors import LayoutError, MissingKeyError, UnreadableFileError
-from h5pool.groups import group_length, group_names
+from h5pool.groups import group_length, group_names, open_group
 from h5pool.index import Layout
 from h5pool.pool import HandlePool, PooledFile
 from h5pool.readers import check_filters_available, check_fits_in_file, nbytes_of
@@ -42,14 +42,7 @@ class FileEntry:
 
 def member_names(entry: PooledFile, group: str) -> list[str]:
     """The datasets directly under ``group``, in natural sort order."""
-    try:
-        node = entry.file[group]
-    except KeyError as exc:
-        raise MissingKeyError(
-            f"{entry.path}: no group {group!r} in the file", path=entry.path
-        ) from exc
-    if not isinstance(node, h5py.Group):
-        raise MissingKeyError(f"{entry.path}: {group!r} is not a group", path=entry.path)
+    node = open_group(entry, group)
     names = [
         name
         for name, link in node.items()

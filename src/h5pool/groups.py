@@ -90,8 +90,8 @@ class GroupTable:
         return state
 
 
-def group_names(entry: PooledFile, group: str) -> list[str]:
-    """The groups directly under ``group``, in natural order of their names."""
+def open_group(entry: PooledFile, group: str) -> h5py.Group:
+    """The group ``group`` of the file, or a :class:`MissingKeyError` naming both."""
     try:
         node = entry.file[group]
     except KeyError as exc:
@@ -100,6 +100,12 @@ def group_names(entry: PooledFile, group: str) -> list[str]:
         ) from exc
     if not isinstance(node, h5py.Group):
         raise MissingKeyError(f"{entry.path}: {group!r} is not a group", path=entry.path)
+    return node
+
+
+def group_names(entry: PooledFile, group: str) -> list[str]:
+    """The groups directly under ``group``, in natural order of their names."""
+    node = open_group(entry, group)
     names = [name for name in node if node.get(name, getclass=True) is h5py.Group]
     return sorted(names, key=natural_key)
 
