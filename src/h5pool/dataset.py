@@ -38,6 +38,8 @@ Sample = dict[str, Any]
 IntArray = npt.NDArray[np.int64]
 Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
+#: numpy kinds whose rows are plain tensors: ``ds[i]`` skips the batch-of-one detour.
+_NUMBERS = frozenset("biufc")
 
 
 class PooledH5Dataset(Dataset[Any]):
@@ -165,9 +167,12 @@ class PooledH5Dataset(Dataset[Any]):
         try:
             if self.layout == "rows":
                 columns = self.engine.read_one(file_number, local)
-                sample: Sample = sample_values(
-                    self._values({k: v[None] for k, v in columns.items()}), 0
-                )
+                sample: Sample
+                if all(column.dtype.kind in _NUMBERS for column in columns.values()):
+                    sample = {key: to_tensor(column) for key, column in columns.items()}
+                else:  # strings, records, ragged rows: as a batch of one gives them
+                    one_row = {key: column[None] for key, column in columns.items()}
+                    sample = sample_values(self._values(one_row), 0)
             else:
                 entry = self._acquire(file_number)
                 try:
