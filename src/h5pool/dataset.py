@@ -314,13 +314,14 @@ class PooledH5Dataset(Dataset[Any]):
         """A sample of the "members" or the "groups" layout."""
         if self.layout == "members":
             return self._read_member(entry, file_number, local)
-        if self._memo_key not in entry.memo:
+        attrs_by_group: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
+        if attrs_by_group is None:
             self.index.check_unchanged(entry, file_number)
-            entry.memo[self._memo_key] = {}
+            attrs_by_group = entry.memo[self._memo_key] = {}
         group_number, start = self.index.groups.locate(file_number, local)
         name = self.index.member_name(file_number, group_number)
         path = f"{self.group.rstrip('/')}/{name}"
-        sample = read_group_sample(entry, path, self.keys, start, self.window)
+        sample = read_group_sample(entry, path, self.keys, start, self.window, attrs_by_group)
         return {k: v if k == "attrs" else to_tensor(v) for k, v in sample.items()}
 
     def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:

@@ -140,13 +140,22 @@ def group_length(entry: PooledFile, group_path: str, keys: Sequence[str]) -> int
 
 
 def read_group_sample(
-    entry: PooledFile, group_path: str, keys: Sequence[str], start: int, window: int
+    entry: PooledFile,
+    group_path: str,
+    keys: Sequence[str],
+    start: int,
+    window: int,
+    attrs_by_group: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """``{key: array, "attrs": dict}``: rows ``[start, start + window)`` of each key,
-    or the whole group when ``window`` is 0."""
+    or the whole group when ``window`` is 0.  A group's attributes are decoded
+    once per open handle (into ``attrs_by_group``), not once per window."""
     sample: dict[str, Any] = {}
     for key in keys:
         dataset = entry.dataset(f"{group_path}/{key}")
         sample[key] = np.asarray(dataset[start : start + window] if window else dataset[()])
-    sample["attrs"] = decode_attrs(entry.file[group_path])
+    attrs = attrs_by_group.get(group_path)
+    if attrs is None:
+        attrs = attrs_by_group[group_path] = decode_attrs(entry.file[group_path])
+    sample["attrs"] = dict(attrs)
     return sample
