@@ -30,7 +30,7 @@ from h5pool.readers import decode_attrs, read_member
 from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files
 from h5pool.startup import Verify, obtain_index
-from h5pool.values import Strings, batch_values, sample_values, to_tensor
+from h5pool.values import Strings, array_values, batch_values, sample_values, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,10 @@ class PooledH5Dataset(Dataset[Any]):
     ``layout="rows"``: each key is a dataset whose axis 0 enumerates samples;
     a sample is ``{key: tensor}``.  ``layout="members"``: every dataset directly
     under ``group`` is one sample, in natural order of names; a sample is
-    ``{"data": tensor, "attrs": dict}``.
+    ``{"data": tensor, "attrs": dict}``.  ``layout="groups"``: every group
+    directly under ``group`` (or each ``window`` of its rows) is one sample,
+    ``{key: tensor, ..., "attrs": dict}``.  Strings, records and ragged rows
+    follow the rules of :mod:`h5pool.values` in every layout.
     """
 
     def __init__(
@@ -321,8 +324,12 @@ class PooledH5Dataset(Dataset[Any]):
         group_number, start = self.index.groups.locate(file_number, local)
         name = self.index.member_name(file_number, group_number)
         path = f"{self.group.rstrip('/')}/{name}"
-        sample = read_group_sample(entry, path, self.keys, start, self.window, attrs_by_group)
-        return {k: v if k == "attrs" else to_tensor(v) for k, v in sample.items()}
+        arrays = read_group_sample(entry, path, self.keys, start, self.window, attrs_by_group)
+        sample: Sample = {}
+        for key in self.keys:
+            sample.update(array_values(key, arrays[key], self.strings))
+        sample["attrs"] = arrays["attrs"]
+        return sample
 
     def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:
         attrs_by_name: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
@@ -335,7 +342,7 @@ class PooledH5Dataset(Dataset[Any]):
         attrs = attrs_by_name.get(name)
         if attrs is None:
             attrs = attrs_by_name[name] = decode_attrs(entry.dataset(path))
-        return {"data": to_tensor(data), "attrs": dict(attrs)}
+        return {**array_values("data", data, self.strings), "attrs": dict(attrs)}
 
     def _read_columns(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
@@ -407,12 +414,18 @@ def _naming_sample(exc: CorpusError, index: int) -> CorpusError:
 def stack_samples(samples: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """Windows stacked per key, ``{key: tensor (B, W, ...), "attrs": [dict, ...]}``.
 
-    Whole groups of unequal lengths cannot be stacked: a :class:`LayoutError`
-    that says to set ``window``.
+    Values that are not arrays (a window of strings is a ``list[str]``) are
+    collected in a list, one per sample.  Whole groups of unequal lengths
+    cannot be stacked: a :class:`LayoutError` that says to set ``window``.
     """
+    if not samples:
+        return {**{key: np.empty(0) for key in keys}, "attrs": []}
     batch: dict[str, Any] = {}
-    for key in keys:
+    for key in (name for name in samples[0] if name != "attrs"):
         columns = [sample[key] for sample in samples]
+        if not all(isinstance(column, torch.Tensor | np.ndarray) for column in columns):
+            batch[key] = columns
+            continue
         shapes = {tuple(column.shape) for column in columns}
         if len(shapes) > 1:
             raise LayoutError(
@@ -420,11 +433,7 @@ def stack_samples(samples: list[dict[str, Any]], keys: Sequence[str]) -> dict[st
                 "set window= to read windows of equal length"
             )
         batch[key] = (
-            torch.stack(columns)
-            if columns and isinstance(columns[0], torch.Tensor)
-            else np.stack(columns)
-            if columns
-            else np.empty(0)
+            torch.stack(columns) if isinstance(columns[0], torch.Tensor) else np.stack(columns)
         )
     batch["attrs"] = [sample["attrs"] for sample in samples]
     return batch

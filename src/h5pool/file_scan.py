@@ -75,8 +75,15 @@ def count_rows(entry: PooledFile, keys: Sequence[str]) -> int:
         check_fits_in_file(dataset, entry.path, nbytes_of(dataset, 1), f"a row of {key!r}")
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
+        hint = (
+            "; netCDF stores a variable along an unlimited dimension only as far as it "
+            "was written and pads it with its fill value when read, which h5pool does not"
+            if any("DIMENSION_LIST" in entry.dataset(key).attrs for key in keys)
+            else ""
+        )
         raise LayoutError(
-            f"{entry.path}: keys have unequal lengths on axis 0 ({described})", path=entry.path
+            f"{entry.path}: keys have unequal lengths on axis 0 ({described}){hint}",
+            path=entry.path,
         )
     return next(iter(lengths.values()))
 

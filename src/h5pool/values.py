@@ -14,6 +14,9 @@ numpy column of ``B`` rows into :func:`batch_values`, and a sample is row
   tensor per row; :func:`pad_ragged` pads them for a model;
 - compound rows: one entry per field, named ``"{key}.{field}"``, each
   converted by the same rules.
+
+The "members" and "groups" layouts read a whole array per sample (a member, a
+group's window); :func:`array_values` applies the same rules to it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ def batch_values(key: str, column: npt.NDArray[Any], strings: Strings = "str") -
     if dtype.kind == "O":
         return {key: [_ragged(item) for item in column]}
     return {key: to_tensor(column)}
+
+
+def array_values(key: str, array: npt.NDArray[Any], strings: Strings = "str") -> dict[str, Any]:
+    """A whole array read for one sample (a member, a group's window), by the same
+    rules with axis 0 as its rows: a 1-D string array gives ``list[str]``, a
+    record array one entry per field.  A scalar gives one value (``str``, a 0-d
+    tensor)."""
+    if array.dtype.kind in _TENSOR_KINDS:
+        return {key: to_tensor(array)}
+    if array.ndim == 0:
+        return sample_values(batch_values(key, array[None], strings), 0)
+    return batch_values(key, array, strings)
 
 
 def sample_values(batch: dict[str, Any], position: int) -> dict[str, Any]:
