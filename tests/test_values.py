@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from h5pool import PooledH5Dataset, collate_ragged, pad_ragged
 
-KEYS = ["fixed", "utf8", "ragged", "record", "label"]
+KEYS = ["fixed", "utf8", "ragged", "record", "opaque", "label"]
 RECORD = np.dtype([("id", "<i4"), ("score", ">f8"), ("pair", "u1", (2,))])
 
 
@@ -34,6 +34,7 @@ def write_values_file(path: Path, number: int, rows: int = 5) -> None:
         records["score"] = records["id"] / 2
         records["pair"] = records["id"][:, None] % 7
         f.create_dataset("record", data=records, chunks=(2,), compression="gzip")
+        f["opaque"] = np.array([np.void(bytes([number, r, 0, 255, 7])) for r in range(rows)])
         f["label"] = np.arange(rows) + 1000 * number
 
 
@@ -56,6 +57,7 @@ def expected(files: list[Path], index: int) -> dict[str, Any]:
             "record.id": record["id"],
             "record.score": record["score"],
             "record.pair": record["pair"],
+            "opaque": np.frombuffer(f["opaque"][row].tobytes(), np.uint8),
             "label": f["label"][row],
         }
 
@@ -112,3 +114,11 @@ def test_ragged_rows_through_dataloader_workers_padded(files: list[Path]) -> Non
     assert seen == len(ds)
     padded, lengths = pad_ragged([torch.ones(1), torch.ones(3)], value=-1.0)
     assert padded.tolist() == [[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]] and lengths.tolist() == [1, 3]
+
+
+def test_default_collate_takes_records_opaque_rows_and_strings(files: list[Path]) -> None:
+    ds = PooledH5Dataset(files, ["record", "opaque", "fixed"])
+    batch = default_collate([ds[index] for index in (0, 6, 14)])
+    assert batch["opaque"].dtype == torch.uint8 and batch["opaque"].shape == (3, 5)
+    assert batch["opaque"][:, :2].tolist() == [[0, 0], [1, 1], [2, 4]]
+    assert batch["record.id"].tolist() == [0, 11, 24] and batch["fixed"][1] == "f1r1"

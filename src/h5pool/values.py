@@ -13,7 +13,9 @@ numpy column of ``B`` rows into :func:`batch_values`, and a sample is row
 - ragged rows (HDF5 variable-length numbers): ``list[Tensor]``, one 1-D
   tensor per row; :func:`pad_ragged` pads them for a model;
 - compound rows: one entry per field, named ``"{key}.{field}"``, each
-  converted by the same rules.
+  converted by the same rules;
+- opaque rows (HDF5 opaque, numpy ``V``): their bytes as a ``uint8`` tensor
+  with one more axis, of the item's size, which collates as any tensor.
 
 The "members" and "groups" layouts read a whole array per sample (a member, a
 group's window); :func:`array_values` applies the same rules to it.
@@ -62,6 +64,9 @@ def batch_values(key: str, column: npt.NDArray[Any], strings: Strings = "str") -
         return {key: [_text(item, strings) for item in column.tolist()]}
     if dtype.kind == "O":
         return {key: [_ragged(item) for item in column]}
+    if dtype.kind == "V":  # opaque: its bytes, one more axis of the item's size
+        raw = np.ascontiguousarray(column).view(np.uint8)
+        return {key: to_tensor(raw.reshape(*column.shape, dtype.itemsize))}
     return {key: to_tensor(column)}
 
 
