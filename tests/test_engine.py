@@ -116,6 +116,26 @@ def test_unshuffle_inverts_hdf5_shuffle(data: bytes, itemsize: int) -> None:
     assert memoryview(unshuffle(shuffled, (itemsize,), len(data))).tobytes() == data
 
 
+def test_threads_asking_at_once_share_one_engine(tmp_path: Path) -> None:
+    """A Loader's threads start together: one engine (one chunk cache, one count)."""
+    ds = PooledH5Dataset(make_corpus(tmp_path / "c", files=3, rows=4, width=2), "data")
+    for _ in range(20):
+        ds._engine = None
+        start = threading.Barrier(8)
+        engines: list[object] = []
+
+        def ask(start: threading.Barrier, engines: list[object]) -> None:
+            start.wait()
+            engines.append(ds.engine)
+
+        threads = [threading.Thread(target=ask, args=(start, engines)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(engine) for engine in engines}) == 1
+
+
 def test_concurrent_callers_get_their_own_batches(tmp_path: Path) -> None:
     files = make_corpus(
         tmp_path / "c", files=8, rows=30, width=16, chunks=(4, 16), compression="gzip"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -40,6 +41,16 @@ Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
 #: numpy kinds whose rows are plain tensors: ``ds[i]`` skips the batch-of-one detour.
 _NUMBERS = frozenset("biufc")
+#: Makes a dataset's engine once when threads (a Loader's) ask for it together.
+_ENGINE_LOCK = threading.Lock()
+
+
+def _new_engine_lock() -> None:
+    global _ENGINE_LOCK
+    _ENGINE_LOCK = threading.Lock()  # a child must not inherit it held
+
+
+os.register_at_fork(after_in_child=_new_engine_lock)
 
 
 class PooledH5Dataset(Dataset[Any]):
@@ -215,7 +226,8 @@ class PooledH5Dataset(Dataset[Any]):
 
         Request order; duplicates and any order are fine.  Numeric keys give
         tensors (numpy arrays for types torch lacks, such as long double);
-        strings and other non-numeric keys give numpy arrays.  Files that
+        strings, records, ragged and opaque rows follow :mod:`h5pool.values`
+        (a ``list[str]``, ``key.field`` tensors, ...).  Files that
         disagree on a key's dtype or row shape raise :class:`LayoutError`
         naming two of them.  The transform is not applied: it works on samples.
         """
@@ -278,13 +290,20 @@ class PooledH5Dataset(Dataset[Any]):
         ``self.pool`` is replaced)."""
         engine = self._engine
         if engine is None or self._engine_pid != os.getpid() or engine.pool is not self.pool:
-            engine = ReadEngine(
-                self.index,
-                self.pool,
-                num_threads=self.num_threads,
-                chunk_cache_bytes=self.chunk_cache_bytes,
-            )
-            self._engine, self._engine_pid = engine, os.getpid()
+            with _ENGINE_LOCK:  # else two threads could each make one, and one be lost
+                engine = self._engine
+                if (
+                    engine is None
+                    or self._engine_pid != os.getpid()
+                    or engine.pool is not self.pool
+                ):
+                    engine = ReadEngine(
+                        self.index,
+                        self.pool,
+                        num_threads=self.num_threads,
+                        chunk_cache_bytes=self.chunk_cache_bytes,
+                    )
+                    self._engine, self._engine_pid = engine, os.getpid()
         return engine
 
     # -- pickling -------------------------------------------------------------------------
