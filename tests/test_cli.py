@@ -246,7 +246,7 @@ def test_info_applies_the_datasets_checks_to_several_keys(tmp_path: Path) -> Non
     clean = h5pool("info", *good, "--key", "data", "label")
     assert clean.returncode == 0 and "samples along axis 0 of 'data', 'label': 6" in clean.stdout
     assert len(PooledH5Dataset(good, ["data", "label"])) == 6
-    mixed = h5pool("info", str(tmp_path / "c"), "--key", "data", "label")
+    mixed = h5pool("info", str(tmp_path / "c"), "--key", "data", "--key", "label")
     assert mixed.returncode == 0
     assert "unequal lengths on axis 0 ('data': 4, 'label': 5)" in mixed.stdout
     scalar = h5pool("info", str(odd), "--key", "scalar")

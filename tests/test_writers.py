@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +260,22 @@ def test_what_cannot_be_rows_is_a_corpus_error_naming_the_file(
         partial[:2] = np.arange(2)
     with pytest.raises(LayoutError, match=r"partial\.nc.*fill value"):
         PooledH5Dataset(path, ["full", "partial"])
+
+
+@pytest.mark.slow
+def test_info_on_the_writers_files_is_clean_where_the_dataset_builds(
+    written: dict[str, list[Path]],
+) -> None:
+    """The command line loads hdf5plugin itself: pandas' Blosc tables are not damaged."""
+    for name in ("pandas table", "netcdf4 rows", "anndata"):
+        config = CONFIGS[name]
+        folder = str(written[config["kind"]][0].parent)
+        result = subprocess.run(
+            [sys.executable, "-m", "h5pool", "info", folder, "--key", *config["keys"]],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0 and "bad files: none" in result.stdout, result
+        samples = len(open_dataset(written, config))
+        assert f"{samples:,}" in result.stdout.split("samples along axis 0")[1].splitlines()[0]

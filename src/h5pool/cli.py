@@ -7,6 +7,7 @@ names the file), 4 the process ran out of file descriptors.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -30,6 +31,18 @@ from h5pool.errors import CorpusError, DescriptorLimitError
 logger = logging.getLogger("h5pool.cli")
 
 
+def _load_filter_plugins() -> None:
+    """Register hdf5plugin's filters (Blosc, Zstd, LZ4, ...) when it is installed.
+
+    A library leaves that import to its caller; a command-line user has no way
+    to make it, and pandas' Blosc tables or Zstd files would read as damaged.
+    """
+    try:
+        importlib.import_module("hdf5plugin")
+    except ImportError:
+        logger.debug("hdf5plugin is not installed: only HDF5's own filters")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -42,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.setLevel(logging.INFO)
     package_logger.propagate = False
     try:
+        _load_filter_plugins()
         code: int = args.run(args)
         return code
     except CorpusError as exc:
@@ -174,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--key",
         nargs="+",
-        help="the dataset(s) of the rows layout: count samples along axis 0 and apply the "
-        "checks PooledH5Dataset applies (equal lengths, no scalars, data inside the file)",
+        action="extend",
+        help="the dataset(s) of the rows layout (--key a b, or --key a --key b): count "
+        "samples along axis 0 and apply the checks PooledH5Dataset applies (equal "
+        "lengths, no scalars, data inside the file)",
     )
     info.add_argument(
         "--layout",
@@ -198,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
     index.add_argument("--out", required=True, metavar="INDEX", help="where to save the index")
-    index.add_argument("--key", nargs="+", default=["data"], help="dataset(s) of the rows layout")
+    index.add_argument(
+        "--key",
+        nargs="+",
+        action="extend",
+        help="dataset(s) of the rows layout (default: data; --key a b or --key a --key b)",
+    )
     index.add_argument("--layout", choices=["rows", "members"], default="rows")
     index.add_argument("--group", default="/", help="group of the members layout")
     index.add_argument(

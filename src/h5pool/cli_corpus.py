@@ -181,7 +181,7 @@ def run_index_command(args: argparse.Namespace) -> int:
     existed = os.path.exists(args.out)
     dataset = PooledH5Dataset(
         args.paths,
-        args.key,
+        args.key or ["data"],
         layout=args.layout,
         group=args.group,
         index_cache=args.out,
