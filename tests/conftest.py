@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,15 @@ from corpus_tools import make_corpus
 # example is not a failure.  Individual tests may still lower max_examples.
 settings.register_profile("h5pool", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("h5pool")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what importing the test modules made (torch, moto, lightning...) out
+    of the collector's sight.  DataLoader workers collect garbage once (see
+    corpus_tools.open_hdf5_descriptors); over every object of those libraries
+    that touched each page of a forked child and cost seconds per worker."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -78,6 +79,12 @@ def s3() -> Iterator[S3Server]:
         server.fs.pipe(f"corpus/shards/shard_{number:04d}.h5", file_bytes(number))
     yield server
     server.stop()
+    # botocore's service models, loaded by the first client, are objects that
+    # every later DataLoader worker's garbage collection would walk (copying
+    # each page of the forked child): put them out of its sight.
+    s3fs.S3FileSystem.clear_instance_cache()
+    gc.collect()
+    gc.freeze()
 
 
 def test_prefix_glob_and_single_object(s3: S3Server) -> None:
