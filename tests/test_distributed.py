@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,36 +28,37 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(directory)
 
 
-def run(corpus: str, tmp_path: Path, drop_last: bool) -> dict[str, object]:
+def run(corpus: str, tmp_path: Path) -> dict[str, object]:
     out = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, SRC_DIR]))
     args = [sys.executable, os.path.join(TESTS_DIR, "distributed_check.py"), corpus, str(out)]
-    result = subprocess.run(
-        args + (["--drop-last"] if drop_last else []),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     report: dict[str, object] = json.loads(out.read_text())
     return report
 
 
-@pytest.mark.parametrize("drop_last", [True, False])
-def test_two_ranks_share_the_corpus(corpus: str, tmp_path: Path, drop_last: bool) -> None:
-    report = run(corpus, tmp_path, drop_last)
+def test_two_ranks_share_the_corpus(corpus: str, tmp_path: Path) -> None:
+    """drop_last True, then False, in one process group of two ranks."""
+    report = run(corpus, tmp_path)
     total = FILES * ROWS
     assert report["samples"] == total
     ranks = sorted(report["ranks"], key=lambda r: r["rank"])  # type: ignore[arg-type, index]
     assert [r["rank"] for r in ranks] == [0, 1]
-    assert all(r["replicas"] == 2 for r in ranks)  # defaults taken from the process group
     # One shared index cache: one rank scanned every file, the other read its cache.
     assert sorted(r["files_scanned"] for r in ranks) == [0, FILES]
+    for drop_last in (True, False):
+        modes = [r["modes"][str(drop_last)] for r in ranks]
+        assert [m["rank"] for m in modes] == [0, 1]
+        assert all(m["replicas"] == 2 for m in modes)  # defaults taken from the process group
+        check_epochs(modes, drop_last, total)
+
+
+def check_epochs(modes: list[dict[str, Any]], drop_last: bool, total: int) -> None:
     every = Counter(f * 1000 + r for f in range(FILES) for r in range(ROWS))
-    per_block = ranks[0]["files_per_block"]
+    per_block = modes[0]["files_per_block"]
     for epoch in range(2):
-        shares = [r["epochs"][epoch] for r in ranks]
+        shares = [m["epochs"][epoch] for m in modes]
         assert all(share["data_ok"] for share in shares)
         lengths = {len(share["labels"]) for share in shares}
         assert lengths == {shares[0]["len"]}  # same len() on both ranks
@@ -74,5 +76,5 @@ def test_two_ranks_share_the_corpus(corpus: str, tmp_path: Path, drop_last: bool
         assert len(shared) <= (per_block if drop_last else 2 * per_block), shared
         # Each rank touches about half the files, not all of them.
         assert all(len(f) <= FILES // 2 + 2 * per_block for f in files), [len(f) for f in files]
-    first, second = (ranks[0]["epochs"][e]["labels"] for e in range(2))
+    first, second = (modes[0]["epochs"][e]["labels"] for e in range(2))
     assert first != second  # set_epoch changed the order
