@@ -3,8 +3,9 @@
 netCDF4, h5netcdf, pandas/PyTables (table and fixed formats), anndata (dense
 and sparse), hdf5plugin filters and robomimic-style demonstrations with
 strings and records per step.  Each kind is read through ``ds[i]``,
-``__getitems__``, ``read_batch`` and a DataLoader with 2 worker processes, and
-every value must equal what h5py reads, in type, dtype and bytes.  The
+``__getitems__``, ``read_batch``, a ``Loader`` and a DataLoader with 2 worker
+processes, and every value must equal what h5py reads, in type, dtype and
+bytes.  The
 expected values are worked out here from h5py alone, by the rules the README
 gives (strings as ``str``, records as ``key.field``, ragged rows as tensors).
 """
@@ -25,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from writers import write_all
 
-from h5pool import CorpusError, LayoutError, MissingKeyError, PooledH5Dataset
+from h5pool import CorpusError, LayoutError, Loader, MissingKeyError, PooledH5Dataset
 from h5pool.sources import natural_key
 
 #: kind -> the dataset's arguments: a folder of that writer's files each time.
@@ -206,6 +207,9 @@ def test_every_sample_equals_h5py_through_every_read_path(
     layout = config.get("layout", "rows")
     if layout == "rows" or (layout == "groups" and config.get("window")):
         check_batch(ds, want, picks, name)
+        loader = Loader(ds, 4, seed=3, num_threads=2)
+        for batch, indices in zip(loader, loader.batches(), strict=True):
+            check_batch_rows(batch, want, indices.tolist(), f"{name} Loader")
 
     loader = DataLoader(
         ds,
@@ -224,12 +228,17 @@ def test_every_sample_equals_h5py_through_every_read_path(
 def check_batch(
     ds: PooledH5Dataset, want: list[dict[str, Any]], picks: list[int], name: str
 ) -> None:
-    batch = ds.read_batch(picks)
+    check_batch_rows(ds.read_batch(picks), want, picks, f"{name} read_batch")
+
+
+def check_batch_rows(
+    batch: dict[str, Any], want: list[dict[str, Any]], picks: list[int], name: str
+) -> None:
     for position, index in enumerate(picks):
         row = {key: value[position] for key, value in batch.items()}
         if "attrs" in row:
             row["attrs"] = batch["attrs"][position]
-        same_sample(row, want[index], f"{name} read_batch {index}")
+        same_sample(row, want[index], f"{name} {index}")
 
 
 def test_whole_demonstrations_of_unequal_lengths_do_not_stack(
