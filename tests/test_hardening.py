@@ -146,11 +146,11 @@ def test_descriptor_advice_when_the_soft_limit_is_the_hard_one() -> None:
     script = textwrap.dedent(
         """
         import resource
-        from h5pool.pool import _descriptor_limit_error
+        from h5pool.descriptors import descriptor_limit_error
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        print(_descriptor_limit_error("/x.h5", 3))
+        print(descriptor_limit_error("/x.h5", 3))
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft))
-        print(_descriptor_limit_error("/x.h5", 3))
+        print(descriptor_limit_error("/x.h5", 3))
         """
     )
     result = subprocess.run(

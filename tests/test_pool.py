@@ -237,7 +237,7 @@ def test_fork_reset_by_pid_without_hook(small_corpus: list[str]) -> None:
     pool = HandlePool(max_open=8)
     with pool.open(small_corpus[0]):
         pass
-    pool._pid = -1  # what a child whose at-fork hook never ran would see
+    pool.pid = -1  # what a child whose at-fork hook never ran would see
     with pool.open(small_corpus[0]) as f:
         assert first_value(f) == encoded(0, 0)
     stats = pool.stats()

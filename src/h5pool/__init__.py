@@ -17,10 +17,10 @@ _HOMES = {
     "BlockShuffleSampler": "h5pool.sampler",
     "CorpusIndex": "h5pool.index",
     "HandlePool": "h5pool.pool",
-    "PooledFile": "h5pool.pool",
-    "PoolStats": "h5pool.pool",
-    "default_max_open": "h5pool.pool",
-    "raise_fd_limit": "h5pool.pool",
+    "PooledFile": "h5pool.pooled_file",
+    "PoolStats": "h5pool.handle_table",
+    "default_max_open": "h5pool.descriptors",
+    "raise_fd_limit": "h5pool.descriptors",
     "AccessDeniedError": "h5pool.errors",
     "CorpusError": "h5pool.errors",
     "DescriptorLimitError": "h5pool.errors",
@@ -38,6 +38,7 @@ _HOMES = {
 
 if TYPE_CHECKING:
     from h5pool.dataset import PooledH5Dataset
+    from h5pool.descriptors import default_max_open, raise_fd_limit
     from h5pool.errors import (
         AccessDeniedError,
         CorpusError,
@@ -51,9 +52,11 @@ if TYPE_CHECKING:
         SourceUnavailableError,
         UnreadableFileError,
     )
+    from h5pool.handle_table import PoolStats
     from h5pool.index import CorpusIndex
     from h5pool.loader import Loader
-    from h5pool.pool import HandlePool, PooledFile, PoolStats, default_max_open, raise_fd_limit
+    from h5pool.pool import HandlePool
+    from h5pool.pooled_file import PooledFile
     from h5pool.sampler import BlockShuffleSampler
     from h5pool.values import collate_ragged, pad_ragged
 

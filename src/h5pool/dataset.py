@@ -26,7 +26,8 @@ from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFil
 from h5pool.groups import read_group_sample
 from h5pool.index import CorpusIndex, Layout
 from h5pool.paths import PathList
-from h5pool.pool import HandlePool, PooledFile
+from h5pool.pool import HandlePool
+from h5pool.pooled_file import PooledFile
 from h5pool.readers import decode_attrs, read_member
 from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files

@@ -43,7 +43,8 @@ from h5pool.errors import (
     ReadError,
 )
 from h5pool.index import CorpusIndex
-from h5pool.pool import HandlePool, PooledFile
+from h5pool.pool import HandlePool
+from h5pool.pooled_file import PooledFile
 from h5pool.readers import RowReader, scatter_runs
 
 logger = logging.getLogger(__name__)

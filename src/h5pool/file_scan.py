@@ -20,7 +20,8 @@ from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, FileKeyMap, map_dataset
 from h5pool.errors import LayoutError, MissingKeyError, UnreadableFileError
 from h5pool.groups import group_length, group_names, open_group
 from h5pool.index import Layout
-from h5pool.pool import HandlePool, PooledFile
+from h5pool.pool import HandlePool
+from h5pool.pooled_file import PooledFile
 from h5pool.readers import check_filters_available, check_fits_in_file, nbytes_of
 from h5pool.remote import is_url
 from h5pool.sources import natural_key

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from h5pool.errors import LayoutError, MissingKeyError
-from h5pool.pool import PooledFile
+from h5pool.pooled_file import PooledFile
 from h5pool.readers import (
     check_filters_available,
     check_fits_in_file,

@@ -25,7 +25,7 @@ from h5pool.errors import FileChangedError
 from h5pool.groups import GroupTable
 from h5pool.members import MemberNames
 from h5pool.paths import PathList
-from h5pool.pool import PooledFile
+from h5pool.pooled_file import PooledFile
 
 Layout = Literal["rows", "members", "groups"]
 IntArray = npt.NDArray[np.int64]

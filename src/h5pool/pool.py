@@ -19,37 +19,26 @@ The design follows xarray's ``CachingFileManager`` and mends its two weak spots:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import errno
 import logging
-import multiprocessing.util
 import os
-import resource
 import threading
-import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import cachetools
 import h5py
 
-from h5pool.errors import (
-    CorpusError,
-    DescriptorLimitError,
-    MissingFileError,
-    MissingKeyError,
-    UnreadableFileError,
+from h5pool.descriptors import (
+    clamp_to_fd_limit,
+    default_max_open,
+    descriptor_limit_error,
+    is_emfile,
 )
-from h5pool.remote import (
-    Filesystems,
-    is_url,
-    open_remote,
-    remote_error,
-    remote_stamp,
-    stamp_of_details,
-)
+from h5pool.handle_table import HandleLRU, PoolStats
+from h5pool.pooled_file import PooledFile, open_descriptor, open_error
+from h5pool.process_hooks import hook_exit_of_this_process, track
+from h5pool.remote import Filesystems, is_url, open_remote, remote_error, remote_stamp
 
 logger = logging.getLogger(__name__)
 #: Paths whose ``realpath`` a pool remembers.
@@ -60,336 +49,6 @@ PATH_MEMO_SIZE = 4096
 #: 1 MiB still holds a whole chunk of h5py's auto-chunked datasets (≤ 1 MiB),
 #: which is all a row-at-a-time reader re-uses.
 DEFAULT_CHUNK_CACHE_BYTES = 1 << 20
-
-#: The default cap never exceeds this: each open HDF5 file also costs metadata
-#: cache memory, and HDF5 slows down every open in proportion to the files held.
-DEFAULT_MAX_OPEN_CEILING = 128
-
-
-def default_max_open(soft_limit: int | None = None) -> int:
-    """Derive a handle cap from the soft ``RLIMIT_NOFILE``.
-
-    The formula is ``clamp(soft // 4, 1, 128)``: a quarter of the descriptors for
-    HDF5 files leaves three quarters to everything else a training process
-    holds (shared-memory tensors in flight, sockets of a process group, logs,
-    imported libraries).  At the common limit of 1024 that gives 128; at 256
-    (macOS) it gives 64.
-    """
-    if soft_limit is None:
-        soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
-        return DEFAULT_MAX_OPEN_CEILING
-    return max(1, min(DEFAULT_MAX_OPEN_CEILING, soft_limit // 4))
-
-
-_clamp_warned: set[tuple[int, int]] = set()
-
-
-def fd_headroom(soft_limit: int) -> int:
-    """Descriptors left for everything but pooled files: an eighth, at least 16."""
-    return max(16, soft_limit // 8)
-
-
-def clamp_to_fd_limit(max_open: int) -> int:
-    """``max_open``, but at most the soft ``RLIMIT_NOFILE`` minus :func:`fd_headroom`
-    (at least 1): a pool allowed every descriptor makes every other ``open()`` of
-    the process fail.  Warns once per (requested, limit)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or max_open <= soft - fd_headroom(soft):
-        return max_open
-    clamped = max(1, soft - fd_headroom(soft))
-    if (max_open, soft) not in _clamp_warned:
-        _clamp_warned.add((max_open, soft))
-        logger.warning(
-            "h5pool: max_open=%d leaves no descriptors under the soft limit of %d; "
-            "using %d (raise the limit with h5pool.raise_fd_limit() or `ulimit -n`)",
-            max_open,
-            soft,
-            clamped,
-        )
-    return clamped
-
-
-def raise_fd_limit(target: int | None = None) -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` towards the hard limit (or ``target``); return it.
-
-    As EXtra-data does: the soft limit is often 1024 while the hard one is far
-    higher, and only the soft one stops a process.  Never lowers the limit.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if target is None else min(target, hard)
-    if hard == resource.RLIM_INFINITY and target is None:
-        wanted = max(soft, 1 << 20)
-    if wanted > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):  # e.g. above the kernel's nr_open
-            logger.info("h5pool: could not raise the descriptor limit to %d", wanted)
-            return soft
-        logger.info("h5pool: raised the soft descriptor limit from %d to %d", soft, wanted)
-        return wanted
-    return soft
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """Counters of one pool in the current process (reset by a fork)."""
-
-    max_open: int
-    hits: int
-    misses: int
-    evictions: int
-    fork_resets: int
-    emfile_retries: int
-    overflows: int
-    open_files: int
-    pinned_files: int
-    peak_open_files: int
-    #: Files opened through libhdf5 (``h5py.File``) and as plain descriptors
-    #: (``os.open``, for reads through byte maps).
-    hdf5_opens: int = 0
-    raw_opens: int = 0
-    #: Descriptors held now: a file read both ways holds two.
-    open_descriptors: int = 0
-
-    @property
-    def hit_rate(self) -> float:
-        requests = self.hits + self.misses
-        return self.hits / requests if requests else 0.0
-
-
-class PooledFile:
-    """One open file of the pool, with the objects looked up through it.
-
-    A file is open as an ``h5py.File``, as a plain descriptor (``os.open``, all
-    that reads through byte maps need, at a fraction of an HDF5 open), or both.
-
-    Looked-up ``h5py.Dataset`` objects are kept because a name lookup costs
-    ~35 µs and the first read through a fresh Dataset object far more; they die
-    with the handle.  ``memo`` lets higher layers keep their own per-handle
-    state (readers, offsets) under the same lifetime.
-    """
-
-    __slots__ = (
-        "_datasets",
-        "_file",
-        "_raw_fd",
-        "doomed",
-        "fd",
-        "fileobj",
-        "memo",
-        "owner",
-        "path",
-        "pins",
-    )
-
-    def __init__(
-        self,
-        path: str,
-        file: h5py.File | None,
-        *,
-        plain_descriptor: bool = True,
-        fileobj: Any = None,
-        fd: int | None = None,
-    ) -> None:
-        self.path = path
-        self._file = file
-        #: A descriptor of the pool's own (``os.open``), for files read without HDF5.
-        self.fd = fd
-        #: For remote files, the fsspec file object HDF5 reads through; closed with the handle.
-        self.fileobj = fileobj
-        self.pins = 0
-        self.doomed = False
-        #: The pool's table of handles this entry sits in (replaced when a fork resets it).
-        self.owner: Any = None
-        self.memo: dict[Any, Any] = {}
-        self._datasets: dict[str, h5py.Dataset] = {}
-        # -1: not looked up yet.  Drivers other than sec2 have no plain descriptor.
-        self._raw_fd: int | None = -1 if plain_descriptor else None
-
-    @property
-    def file(self) -> h5py.File:
-        """The open ``h5py.File`` (acquire without ``raw=True`` to be sure there is one)."""
-        if self._file is None:
-            raise RuntimeError(f"{self.path} is open as a plain descriptor only")
-        return self._file
-
-    @property
-    def has_hdf5(self) -> bool:
-        return self._file is not None
-
-    @property
-    def descriptors(self) -> int:
-        return (self._file is not None) + (self.fd is not None)
-
-    def dataset(self, key: str) -> h5py.Dataset:
-        try:
-            return self._datasets[key]
-        except KeyError:
-            pass
-        try:
-            # The low-level open skips ~20 µs of high-level path handling per miss.
-            dataset = h5py.Dataset(h5py.h5d.open(self.file.id, key.encode()))
-        except (KeyError, ValueError, TypeError):
-            pass
-        else:
-            self._datasets[key] = dataset
-            return dataset
-        try:
-            node = self.file[key]
-        except KeyError as exc:
-            raise self._lookup_error(key, exc) from exc
-        if not isinstance(node, h5py.Dataset):
-            raise MissingKeyError(
-                f"{self.path}: {key!r} is a {type(node).__name__}, not a dataset",
-                path=self.path,
-            )
-        self._datasets[key] = node
-        return node
-
-    def _some_datasets(self, limit: int = 10) -> str:
-        """``datasets: a, b, ...``: up to ``limit`` of the file's datasets, for messages."""
-        found: list[str] = []
-
-        def visit(name: str, node: Any) -> bool | None:
-            if isinstance(node, h5py.Dataset):
-                found.append(name)
-            return True if len(found) > limit else None  # a true value stops the visit
-
-        try:
-            self.file.visititems(visit)
-        except Exception:  # a damaged file: the message goes without the list
-            return "its datasets cannot be listed"
-        shown = ", ".join(found[:limit]) + (", ..." if len(found) > limit else "")
-        return f"datasets: {shown}" if found else "it has no datasets"
-
-    def _lookup_error(self, key: str, exc: KeyError) -> CorpusError:
-        """A missing key, or one whose link exists but whose object HDF5 cannot read
-        (a checksum or metadata failure of a damaged file): not the same problem."""
-        try:
-            linked = self.file.get(key, getlink=True) is not None
-        except Exception:  # the path to it is damaged too
-            linked = True
-        if not linked:
-            return MissingKeyError(
-                f"{self.path}: no dataset {key!r} in the file; {self._some_datasets()}",
-                path=self.path,
-            )
-        damage = (
-            "a checksum failed" if "checksum" in str(exc).lower() else "its metadata is damaged"
-        )
-        return UnreadableFileError(
-            f"{self.path}: {key!r} exists but cannot be read ({damage}): {exc}", path=self.path
-        )
-
-    def raw_fd(self) -> int | None:
-        """The OS descriptor HDF5 reads through, for direct ``pread`` calls.
-
-        Re-using HDF5's own descriptor costs no extra slot against ``max_open``.
-        Only the default ``sec2`` driver has one plain descriptor per file.
-        """
-        if self.fd is not None:
-            return self.fd
-        if self._raw_fd == -1 and self._file is not None:
-            handle = self.file.id.get_vfd_handle()
-            self._raw_fd = handle if isinstance(handle, int) and handle >= 0 else None
-        return self._raw_fd
-
-    def close(self) -> None:
-        self._datasets.clear()
-        self.memo.clear()
-        self._raw_fd = None
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
-        if self._file is not None:
-            try:
-                self._file.close()
-            except Exception:  # closing must never mask the error that led here
-                logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
-            self._file = None
-        if self.fileobj is not None:
-            try:
-                self.fileobj.close()
-            except Exception:
-                logger.debug("h5pool: error while closing %s", self.path, exc_info=True)
-
-    def stamp(self) -> tuple[int, int]:
-        """(size, mtime in ns) of the file this handle reads, without a new request."""
-        if self.fileobj is not None:
-            return stamp_of_details(getattr(self.fileobj, "details", {}))
-        fd = self.raw_fd()
-        info = os.fstat(fd) if fd is not None else os.stat(self.path)
-        return info.st_size, info.st_mtime_ns
-
-    def attach_hdf5(self, file: h5py.File) -> None:
-        self._file = file
-
-
-class _HandleLRU(cachetools.LRUCache[str, PooledFile]):
-    """Every open handle, in least-recently-used order; eviction skips pinned ones.
-
-    ``popitem`` is cachetools' one extension point for eviction.  Here it pops
-    the least recently used *unpinned* handle and closes it, so nothing else can
-    forget to; pinned handles it passes over are put back as most recently used
-    (they are in use right now).  ``maxsize`` is unbounded: the pool decides when
-    to evict, because a pinned handle may keep it above ``max_open`` for a while.
-    """
-
-    def __init__(self, on_evict: Any) -> None:
-        super().__init__(maxsize=float("inf"))
-        self._on_evict = on_evict
-
-    def popitem(self) -> tuple[str, PooledFile]:
-        passed_over: list[tuple[str, PooledFile]] = []
-        try:
-            while True:
-                key, entry = super().popitem()  # KeyError once nothing is left
-                if entry.pins == 0:
-                    self._on_evict(entry)
-                    return key, entry
-                passed_over.append((key, entry))
-        finally:
-            for key, entry in passed_over:
-                self[key] = entry
-
-
-_live_pools: weakref.WeakSet[HandlePool] = weakref.WeakSet()
-
-
-def _reset_pools_in_child() -> None:
-    for pool in list(_live_pools):
-        pool._forget_inherited_handles()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pools_in_child)
-
-
-def _close_pools_before_exit() -> None:
-    """Close this process's handles while the interpreter still works.
-
-    Left to interpreter shutdown, h5py files over fsspec objects are torn down
-    after the modules they call into: spawn workers over S3 then died with a
-    segmentation fault as they exited.  ``atexit`` covers the main process and
-    spawn or forkserver children; ``multiprocessing.util.Finalize`` covers
-    forked children, which leave through ``os._exit`` and skip ``atexit``.
-    """
-    for pool in list(_live_pools):
-        if pool._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                pool.close()
-
-
-atexit.register(_close_pools_before_exit)
-_exit_hooks_in: set[int] = set()
-
-
-def _hook_exit_of_this_process() -> None:
-    if os.getpid() not in _exit_hooks_in:
-        _exit_hooks_in.add(os.getpid())
-        multiprocessing.util.Finalize(None, _close_pools_before_exit, exitpriority=100)
 
 
 def _default_file_kwargs() -> dict[str, Any]:
@@ -437,14 +96,14 @@ class HandlePool:
         #: Options of fsspec's ``open`` for URLs (cache type, block size).
         self.open_options: dict[str, Any] = dict(open_options or {})
         self._setup_process_state(fork_resets=0)
-        _live_pools.add(self)
+        track(self)
 
     # -- per-process state ---------------------------------------------------
 
     def _setup_process_state(self, *, fork_resets: int) -> None:
-        self._pid = os.getpid()
+        self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._handles = _HandleLRU(self._close_evicted)
+        self._handles = HandleLRU(self._close_evicted)
         # Never the parent's instances: fsspec's async filesystems are not fork-safe.
         self.filesystems = Filesystems(self.storage_options)
         # Bounded: a pool that sees a million distinct paths must not keep them all.
@@ -453,16 +112,16 @@ class HandlePool:
         self._emfile_retries = self._overflows = self._peak = 0
         self._hdf5_opens = self._raw_opens = self._descriptors = 0
         self._fork_resets = fork_resets
-        _hook_exit_of_this_process()
+        hook_exit_of_this_process()
 
-    def _forget_inherited_handles(self) -> None:
+    def forget_inherited_handles(self) -> None:
         """Close what a forked child inherited, before it opens anything.
 
         The parent's lock may have been held by a thread that does not exist in
         the child, so it is replaced rather than acquired.  Closing the child's
         copy of a descriptor does not affect the parent.
         """
-        if self._pid == os.getpid():
+        if self.pid == os.getpid():
             return
         inherited = list(self._handles.values())
         self._setup_process_state(fork_resets=self._fork_resets + 1)
@@ -537,8 +196,8 @@ class HandlePool:
         index's paths are), which saves a ``realpath`` of ~19 µs per new path.
         """
         key = os.fspath(path) if resolved else self._normalise(path)
-        if self._pid != os.getpid():
-            self._forget_inherited_handles()
+        if self.pid != os.getpid():
+            self.forget_inherited_handles()
         raw = raw and self._plain_descriptor and not is_url(key)
         with self._lock:
             try:
@@ -584,8 +243,8 @@ class HandlePool:
 
         The pool stays usable; counters are kept.
         """
-        if self._pid != os.getpid():
-            self._forget_inherited_handles()
+        if self.pid != os.getpid():
+            self.forget_inherited_handles()
             return
         with self._lock:
             idle = [entry for entry in self._handles.values() if entry.pins == 0]
@@ -674,7 +333,7 @@ class HandlePool:
             self._hdf5_opens += 1
             return self._open_remote(path)
         if raw:
-            fd = self._with_emfile_retry(path, lambda: _open_descriptor(path))
+            fd = self._with_emfile_retry(path, lambda: open_descriptor(path))
             self._raw_opens += 1
             return PooledFile(path, None, plain_descriptor=True, fd=fd)
         handle = self._with_emfile_retry(path, lambda: self._open_hdf5(path))
@@ -684,9 +343,9 @@ class HandlePool:
         try:
             handle = h5py.File(path, "r", **self.file_kwargs)
         except OSError as exc:
-            if _is_emfile(exc):
+            if is_emfile(exc):
                 raise
-            raise _open_error(path, exc) from exc
+            raise open_error(path, exc) from exc
         self._hdf5_opens += 1
         return handle
 
@@ -697,10 +356,10 @@ class HandlePool:
             try:
                 return opener()
             except OSError as exc:
-                if not _is_emfile(exc):
+                if not is_emfile(exc):
                     raise
                 if not self._evict_down_to(self._descriptors - 1):
-                    raise _descriptor_limit_error(path, len(self._handles)) from exc
+                    raise descriptor_limit_error(path, len(self._handles)) from exc
                 self._emfile_retries += 1
 
     def _open_remote(self, url: str) -> PooledFile:
@@ -713,70 +372,3 @@ class HandlePool:
             fileobj.close()
             raise remote_error(url, exc) from exc
         return PooledFile(url, handle, plain_descriptor=False, fileobj=fileobj)
-
-
-def _open_descriptor(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        if _is_emfile(exc):
-            raise
-        raise _open_error(path, exc) from exc
-
-
-def _is_emfile(exc: OSError) -> bool:
-    return exc.errno == errno.EMFILE or "Too many open files" in str(exc)
-
-
-def _open_error(path: str, exc: OSError) -> Exception:
-    if exc.errno == errno.ENOENT or not os.path.exists(path):
-        return MissingFileError(f"{path}: no such file", path=path)
-    if os.path.isdir(path):
-        return UnreadableFileError(f"{path}: is a directory, not an HDF5 file", path=path)
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = -1
-    if size == 0:
-        reason = "the file is empty (0 bytes)"
-    elif "truncated" in str(exc):
-        reason = f"the file is truncated ({size} bytes on disk)"
-    elif "signature" in str(exc) or "not an HDF5" in str(exc).lower():
-        reason = "not an HDF5 file"
-    elif "already open for write" in str(exc):
-        reason = (
-            "another process has it open for writing; to read it while it is written "
-            "under SWMR, pass file_kwargs={'swmr': True}"
-        )
-    elif _is_locking_failure(exc):
-        reason = (
-            "HDF5 could not lock it (file systems such as NFS and GPFS often refuse locks); "
-            "pass file_kwargs={'locking': False} or set HDF5_USE_FILE_LOCKING=FALSE"
-        )
-    else:
-        reason = "HDF5 could not open it"
-    return UnreadableFileError(f"{path}: {reason}: {exc}", path=path)
-
-
-def _is_locking_failure(exc: OSError) -> bool:
-    text = str(exc).lower()
-    return exc.errno == errno.ENOLCK or "errno = 37" in text or "unable to lock file" in text
-
-
-def _descriptor_limit_error(path: str, pinned: int) -> DescriptorLimitError:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        advice = (
-            f"Raise the limit (h5pool.raise_fd_limit(), `ulimit -n "
-            f"{min(hard, max(soft * 2, 1024))}` or resource.setrlimit) or lower max_open"
-        )
-    else:
-        advice = (
-            f"The soft limit is already the hard limit ({hard}): ask for a higher hard limit "
-            f"(limits.conf, the job scheduler) or lower max_open"
-        )
-    return DescriptorLimitError(
-        f"cannot open {path}: the process hit its file-descriptor limit "
-        f"(RLIMIT_NOFILE soft={soft}, hard={hard}) and all {pinned} pooled handles are "
-        f"pinned. {advice} / the number of handles held at once."
-    )

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from h5pool.byte_map import filter_name
 from h5pool.errors import ReadError, UnreadableFileError
-from h5pool.pool import PooledFile
+from h5pool.pooled_file import PooledFile
 
 IntArray = npt.NDArray[np.int64]
 _DIRECT_KINDS = frozenset("biufc")
