@@ -12,6 +12,7 @@ gives (strings as ``str``, records as ``key.field``, ragged rows as tensors).
 
 from __future__ import annotations
 
+import gc
 import pickle
 import random
 import subprocess
@@ -276,6 +277,12 @@ def test_info_on_the_writers_files_is_clean_where_the_dataset_builds(
     written: dict[str, list[Path]],
 ) -> None:
     """The command line loads hdf5plugin itself: pandas' Blosc tables are not damaged."""
+    # Pools of the datasets above, awaiting collection, still hold these files.
+    # Opened again by a new pool after the whole suite had run (not in smaller
+    # runs), libhdf5 failed to read the netCDF4 vlen string's creation
+    # properties ("Expected global heap object size does not match"): not
+    # understood yet, and left out of this test's subject.
+    gc.collect()
     for name in ("pandas table", "netcdf4 rows", "anndata"):
         config = CONFIGS[name]
         folder = str(written[config["kind"]][0].parent)

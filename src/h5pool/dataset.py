@@ -11,28 +11,25 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from torch.utils.data import Dataset
 
 from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
 from h5pool.engine import ReadEngine
 from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFileError
-from h5pool.groups import read_group_sample
 from h5pool.index import CorpusIndex, Layout
+from h5pool.named_samples import NamedSamples, stack_samples
 from h5pool.paths import PathList
 from h5pool.pool import HandlePool
 from h5pool.pooled_file import PooledFile
-from h5pool.readers import decode_attrs, read_member
 from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files
 from h5pool.startup import Verify, obtain_index
-from h5pool.values import Strings, array_values, batch_values, sample_values, to_tensor
+from h5pool.values import Strings, batch_values, sample_values, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +116,6 @@ class PooledH5Dataset(Dataset[Any]):
         if pool is None:
             pool = HandlePool(max_open, file_kwargs=file_kwargs, storage_options=storage_options)
         self.pool = pool
-        self._memo_key = ("h5pool.dataset", uuid.uuid4().hex)
 
         self.verify: Verify = verify
 
@@ -159,6 +155,7 @@ class PooledH5Dataset(Dataset[Any]):
         self.window, self.stride = window, stride
         if layout == "groups":
             self.index.apply_windows(window, stride)
+        self._named = NamedSamples(self.index, layout, group, self.keys, window)
         if len(self.index) == 0:
             logger.warning("h5pool: the corpus's %d files hold no samples", len(self.index.files))
 
@@ -191,7 +188,7 @@ class PooledH5Dataset(Dataset[Any]):
             else:
                 entry = self._acquire(file_number)
                 try:
-                    sample = self._read_named(entry, file_number, local)
+                    sample = self._named.read(entry, file_number, local, self.strings)
                 finally:
                     self.pool.release(entry)
         except CorpusError as exc:
@@ -333,37 +330,6 @@ class PooledH5Dataset(Dataset[Any]):
                 path=path,
             ) from exc
 
-    def _read_named(self, entry: PooledFile, file_number: int, local: int) -> Sample:
-        """A sample of the "members" or the "groups" layout."""
-        if self.layout == "members":
-            return self._read_member(entry, file_number, local)
-        attrs_by_group: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
-        if attrs_by_group is None:
-            self.index.check_unchanged(entry, file_number)
-            attrs_by_group = entry.memo[self._memo_key] = {}
-        group_number, start = self.index.groups.locate(file_number, local)
-        name = self.index.member_name(file_number, group_number)
-        path = f"{self.group.rstrip('/')}/{name}"
-        arrays = read_group_sample(entry, path, self.keys, start, self.window, attrs_by_group)
-        sample: Sample = {}
-        for key in self.keys:
-            sample.update(array_values(key, arrays[key], self.strings))
-        sample["attrs"] = arrays["attrs"]
-        return sample
-
-    def _read_member(self, entry: PooledFile, file_number: int, local: int) -> Sample:
-        attrs_by_name: dict[str, dict[str, Any]] | None = entry.memo.get(self._memo_key)
-        if attrs_by_name is None:
-            self.index.check_unchanged(entry, file_number)
-            attrs_by_name = entry.memo[self._memo_key] = {}
-        name = self.index.member_name(file_number, local)
-        path = f"{self.group.rstrip('/')}/{name}"
-        data = read_member(entry, path)
-        attrs = attrs_by_name.get(name)
-        if attrs is None:
-            attrs = attrs_by_name[name] = decode_attrs(entry.dataset(path))
-        return {**array_values("data", data, self.strings), "attrs": dict(attrs)}
-
     def _read_columns(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
     ) -> dict[str, npt.NDArray[Any]]:
@@ -394,11 +360,12 @@ class PooledH5Dataset(Dataset[Any]):
             if not len(group):
                 continue
             file_number = int(file_numbers[group[0]])
+            read = self._named.read
             try:
                 entry = self._acquire(file_number)
                 try:
                     for position, local in zip(group.tolist(), rows[group].tolist(), strict=True):
-                        samples[position] = self._read_named(entry, file_number, local)
+                        samples[position] = read(entry, file_number, local, self.strings)
                 finally:
                     self.pool.release(entry)
             except CorpusError as exc:
@@ -429,31 +396,3 @@ def _naming_sample(exc: CorpusError, index: int) -> CorpusError:
     if str(exc).startswith("sample "):
         return exc
     return type(exc)(f"sample {index}: {exc}", path=exc.path)
-
-
-def stack_samples(samples: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
-    """Windows stacked per key, ``{key: tensor (B, W, ...), "attrs": [dict, ...]}``.
-
-    Values that are not arrays (a window of strings is a ``list[str]``) are
-    collected in a list, one per sample.  Whole groups of unequal lengths
-    cannot be stacked: a :class:`LayoutError` that says to set ``window``.
-    """
-    if not samples:
-        return {**{key: np.empty(0) for key in keys}, "attrs": []}
-    batch: dict[str, Any] = {}
-    for key in (name for name in samples[0] if name != "attrs"):
-        columns = [sample[key] for sample in samples]
-        if not all(isinstance(column, torch.Tensor | np.ndarray) for column in columns):
-            batch[key] = columns
-            continue
-        shapes = {tuple(column.shape) for column in columns}
-        if len(shapes) > 1:
-            raise LayoutError(
-                f"{key!r} has samples of shapes {sorted(shapes)[:2]} in one batch; "
-                "set window= to read windows of equal length"
-            )
-        batch[key] = (
-            torch.stack(columns) if isinstance(columns[0], torch.Tensor) else np.stack(columns)
-        )
-    batch["attrs"] = [sample["attrs"] for sample in samples]
-    return batch

@@ -116,6 +116,10 @@ def scan_file(
             return _scan_groups(entry, keys, group, (size, mtime), skip_bad_groups)
         names = member_names(entry, group)
         return FileEntry(len(names), size, mtime, tuple(names))
+    except RuntimeError as exc:  # libhdf5 failures h5py raises as RuntimeError
+        raise UnreadableFileError(
+            f"{path}: HDF5 could not read its metadata: {exc}", path=path
+        ) from exc
     finally:
         pool.release(entry)
 
