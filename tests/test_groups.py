@@ -13,7 +13,7 @@ import torch
 from robomimic_tools import demo_lengths, step_code, write_robomimic_corpus, write_robomimic_file
 from torch.utils.data import DataLoader
 
-from h5pool import LayoutError, Loader, MissingKeyError, PooledH5Dataset
+from h5pool import LayoutError, Loader, MissingKeyError, PooledH5Dataset, ReadError
 
 KEYS = ["actions", "obs/agentview_image", "rewards"]
 FILES, DEMOS = 4, 3
@@ -121,6 +121,21 @@ def test_a_demo_without_a_key_or_of_unequal_lengths(corpus: Path) -> None:
     assert len(ds) == FILES * DEMOS - 2
     assert sorted(p.split("::")[1] for p, _ in ds.skipped) == ["demo_1", "demo_2"]
     assert "unequal lengths" in dict(ds.skipped)[f"{corpus / 'robot_2.hdf5'}::demo_2"]
+
+
+def test_a_damaged_chunk_in_a_demo_names_the_file_and_the_demo(corpus: Path) -> None:
+    path = corpus / "robot_1.hdf5"
+    with h5py.File(path) as f:
+        chunk = f["data/demo_2/obs/agentview_image"].id.get_chunk_info(1)
+    with open(path, "r+b") as raw:  # deflate cannot decode this
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    ds = PooledH5Dataset(corpus, KEYS, layout="groups", group="data", window=2)
+    windows = ds.index.groups.samples_per_group()
+    first = int(ds.index.ends[0]) + int(windows[DEMOS : DEMOS + 2].sum())
+    with pytest.raises(ReadError, match=r"robot_1\.hdf5: reading data/demo_2 failed"):
+        ds[first]  # rows 0 and 1 of demo_2: the damaged chunk holds row 1
+    assert ds[first - 1]["actions"].shape[0] == 2  # the file's other demos still read
 
 
 def test_members_on_a_group_of_groups_points_to_groups(corpus: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from h5pool.errors import LayoutError
+from h5pool.errors import CorpusError, LayoutError, ReadError
 from h5pool.groups import read_group_sample
 from h5pool.index import CorpusIndex
 from h5pool.pooled_file import PooledFile
@@ -45,9 +45,23 @@ class NamedSamples:
         if attrs_memo is None:  # a new handle: the file must be the one indexed
             self.index.check_unchanged(entry, file_number)
             attrs_memo = entry.memo[self.memo_key] = {}
+        try:
+            if self.layout == "members":
+                return self._member(entry, file_number, local, strings, attrs_memo)
+            return self._window(entry, file_number, local, strings, attrs_memo)
+        except CorpusError:
+            raise
+        except (OSError, RuntimeError, ValueError) as exc:  # a damaged chunk, say
+            where = self.index.member_name(file_number, self._group_number(file_number, local))
+            raise ReadError(
+                f"{entry.path}: reading {self.group.rstrip('/')}/{where} failed: {exc}",
+                path=entry.path,
+            ) from exc
+
+    def _group_number(self, file_number: int, local: int) -> int:
         if self.layout == "members":
-            return self._member(entry, file_number, local, strings, attrs_memo)
-        return self._window(entry, file_number, local, strings, attrs_memo)
+            return local
+        return self.index.groups.locate(file_number, local)[0]
 
     def _member(
         self,
