@@ -107,7 +107,7 @@ class PooledH5Dataset(Dataset[Any]):
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
-        #: Threads that read one batch (None: 1, see h5pool.engine.default_num_threads).
+        #: Threads that read one batch (None: 1, see h5pool.batch_threads.default_num_threads).
         self.num_threads = num_threads
         #: Byte budget of the per-process cache of decoded chunks.
         self.chunk_cache_bytes = chunk_cache_bytes

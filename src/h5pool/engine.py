@@ -17,14 +17,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from h5pool.batch_threads import (
+    THREADED_READ_BYTES,
+    BatchThreads,
+    default_num_threads,
+    split_evenly,
+)
 from h5pool.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps
 from h5pool.chunks import (
     ChunkGeometry,
@@ -51,22 +55,6 @@ logger = logging.getLogger(__name__)
 IntArray = npt.NDArray[np.int64]
 Group = tuple[int, list[int], list[int]]
 
-#: Below this many bytes a batch of contiguous rows is read in the calling
-#: thread: for small rows, handing work to threads costs more than it saves.
-THREADED_READ_BYTES = 1 << 20
-
-
-def default_num_threads() -> int:
-    """One thread per batch by default.
-
-    Measured on 2 cores: spreading one batch's chunk decoding over 2 threads
-    made gzip rows 30% *slower* (the Python that places rows holds the GIL,
-    and ISA-L and numcodecs' shuffle release it only in part) and images no
-    faster.  Threads pay across batches instead (``h5pool.Loader``), or within
-    a batch for large chunks on many cores: pass ``num_threads`` for that.
-    """
-    return 1
-
 
 class ReadEngine:
     """Reads rows of ``keys`` of the files of ``index`` through ``pool``.
@@ -86,10 +74,8 @@ class ReadEngine:
         self.pool = pool
         self.keys = index.keys
         self.num_threads = num_threads if num_threads is not None else default_num_threads()
+        self.threads = BatchThreads(self.num_threads)
         self.chunks = DecodedChunks(chunk_cache_bytes)
-        self._pid = os.getpid()
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
         self._memo_key = ("h5pool.engine", id(self))
         self._last_single = -1  # the file of the last ds[i]: its stamp was just checked
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
@@ -172,10 +158,7 @@ class ReadEngine:
         return self.kind_of(self.keys.index(key), file_number)
 
     def close(self) -> None:
-        with self._executor_lock:
-            if self._executor is not None and self._pid == os.getpid():
-                self._executor.shutdown(wait=True)
-            self._executor = None
+        self.threads.close()
 
     # -- planning ------------------------------------------------------------------
 
@@ -226,30 +209,12 @@ class ReadEngine:
         if workers >= 2 and self._threaded:
             prefetched = self._prefetch_chunks(groups, workers, verified)
         elif workers >= 2 and sum(out.nbytes for out in outputs.values()) >= THREADED_READ_BYTES:
-            self._in_threads(
+            self.threads.run(
                 lambda share: self._read_groups(share, outputs, views, None, verified),
-                _split(groups, workers, [len(g[1]) for g in groups]),
+                split_evenly(groups, workers, [len(g[1]) for g in groups]),
             )
             return
         self._read_groups(groups, outputs, views, prefetched, verified)
-
-    def _in_threads(self, work: Any, shares: list[Any]) -> None:
-        """``work(share)`` for every share, the first in this thread; waits for all,
-        then raises the first error (no thread may write into a batch it left)."""
-        executor = self._executor_for_process()
-        futures: list[Future[None]] = [executor.submit(work, share) for share in shares[1:]]
-        error: BaseException | None = None
-        try:
-            if shares:
-                work(shares[0])
-        except BaseException as exc:
-            error = exc
-        for future in futures:
-            failure = future.exception()
-            if failure is not None and error is None:
-                error = failure
-        if error is not None:
-            raise error
 
     def _prefetch_chunks(
         self, groups: list[Group], workers: int, verified: set[int]
@@ -289,7 +254,7 @@ class ReadEngine:
                 except Exception as exc:
                     raise self._read_error(path, number, row, exc) from exc
 
-        self._in_threads(decode, _split(jobs, min(workers, len(jobs)), None))
+        self.threads.run(decode, split_evenly(jobs, min(workers, len(jobs)), None))
         for key, chunk in decoded.items():
             self.chunks.put(key, chunk)
         return decoded
@@ -413,15 +378,6 @@ class ReadEngine:
             for out in outputs.values()
         ]
 
-    def _executor_for_process(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._executor = ThreadPoolExecutor(
-                    self.num_threads - 1 or 1, thread_name_prefix="h5pool-read"
-                )
-            return self._executor
-
 
 def _effective_kind(spec: Any, plain_descriptor: bool) -> str:
     """The spec's kind, demoted to HDF5 when this process lacks one of its decoders,
@@ -432,13 +388,3 @@ def _effective_kind(spec: Any, plain_descriptor: bool) -> str:
     if spec.kind == CHUNKED and decodable_reason(spec.filters):
         return HDF5
     return str(spec.kind)
-
-
-def _split(items: list[Any], shares: int, weights: list[int] | None) -> list[list[Any]]:
-    """Consecutive runs of ``items`` of about equal weight (default 1), one per thread."""
-    if shares < 2:
-        return [items] if items else []
-    sizes = np.cumsum(weights if weights is not None else np.ones(len(items), dtype=np.int64))
-    cuts = np.searchsorted(sizes, np.arange(1, shares) * sizes[-1] / shares, side="left")
-    bounds = [0, *sorted(set((cuts + 1).tolist())), len(items)]
-    return [items[b:e] for b, e in itertools.pairwise(bounds) if b < e]
