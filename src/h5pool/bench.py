@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import os
 import resource
@@ -21,8 +20,6 @@ from typing import Any
 import h5py
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from h5pool.bench_names import STRATEGIES
 from h5pool.dataset import PooledH5Dataset
@@ -32,15 +29,6 @@ from h5pool.sampler import BlockShuffleSampler
 
 logger = logging.getLogger(__name__)
 IntArray = npt.NDArray[np.int64]
-
-#: The ways of feeding a training loop that bench recommends between.
-TRAINING_STRATEGIES = {
-    "loader-threads": "h5pool.Loader(ds, batch_size, num_threads={n})",
-    "loader-workers": "h5pool.Loader(ds, batch_size, num_workers={n})",
-    "loader-pooled": (
-        "DataLoader(ds, batch_size, sampler=BlockShuffleSampler(...), num_workers={n})"
-    ),
-}
 
 
 @dataclass
@@ -274,68 +262,6 @@ def raw_pread(corpus: Corpus) -> Result:
     return Result("raw-pread", len(reads), seconds, peak_open=peak)
 
 
-# -- DataLoader end to end ----------------------------------------------------------------
-
-
-class InMemoryRows(Dataset[dict[str, torch.Tensor]]):
-    """The ceiling: the same rows already in memory, with the same batch interface."""
-
-    def __init__(self, rows: npt.NDArray[Any], key: str) -> None:
-        self.rows = torch.from_numpy(rows)
-        self.key = key
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {self.key: self.rows[index]}
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        return [{self.key: row} for row in self.rows[list(indices)].unbind(0)]
-
-
-def _loader_rate(name: str, dataset: Dataset[Any], sampler: Any, config: BenchConfig) -> Result:
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.loader_workers,
-        persistent_workers=False,
-    )
-    batches = iter(loader)
-    next(batches)  # workers started and warm: start-up is not the steady rate
-    samples = 0
-    start = time.perf_counter()
-    for batch in itertools.islice(batches, config.fast_samples // config.batch_size):
-        samples += len(next(iter(batch.values())))
-    seconds = time.perf_counter() - start
-    del batches
-    return Result(
-        name, samples, seconds, note=f"{config.loader_workers} workers, batch {config.batch_size}"
-    )
-
-
-def loader_pooled(corpus: Corpus) -> Result:
-    corpus.dataset.pool.close()
-    sampler = BlockShuffleSampler(
-        corpus.dataset,
-        seed=corpus.config.seed,
-        batch_size=corpus.config.batch_size,
-        num_workers=corpus.config.loader_workers,
-    )
-    return _loader_rate("loader-pooled", corpus.dataset, sampler, corpus.config)
-
-
-def loader_memory(corpus: Corpus) -> Result:
-    needed = min(len(corpus.dataset), corpus.config.fast_samples + corpus.config.batch_size)
-    order = np.sort(corpus.block_order[:needed])
-    rows = np.stack([t[corpus.config.key].numpy() for t in corpus.dataset.__getitems__(order)])
-    corpus.dataset.pool.close()
-    memory = InMemoryRows(rows, corpus.config.key)
-    sampler = np.random.default_rng(corpus.config.seed).permutation(len(memory)).tolist()
-    return _loader_rate("loader-memory", memory, sampler, corpus.config)
-
-
 RUNNERS: dict[str, Callable[[Corpus], Result]] = {
     "open-per-sample": open_per_sample,
     "open-all": open_all,
@@ -344,16 +270,14 @@ RUNNERS: dict[str, Callable[[Corpus], Result]] = {
     "pooled-block": pooled_block,
     "pooled-batched": pooled_batched,
     "raw-pread": raw_pread,
-    "loader-pooled": loader_pooled,
-    "loader-memory": loader_memory,
 }
 
 
 def run(config: BenchConfig) -> list[Result]:
     """Run the chosen strategies on one corpus, in the order of ``STRATEGIES``."""
-    from h5pool import bench_chunked
+    from h5pool import bench_chunked, bench_loaders
 
-    runners = {**RUNNERS, **bench_chunked.RUNNERS}
+    runners = {**RUNNERS, **bench_chunked.RUNNERS, **bench_loaders.RUNNERS}
     unknown = set(config.strategies) - set(runners)
     if unknown:
         raise ValueError(f"unknown strategies: {sorted(unknown)}; choose from {list(runners)}")
@@ -388,13 +312,3 @@ def ratios(results: Sequence[Result]) -> dict[str, dict[str, float | None]]:
             "rate_vs_in_memory": ceiling / cost if ceiling and cost else None,
         }
     return table
-
-
-def recommendation(results: Sequence[Result], workers: int) -> str | None:
-    """The fastest way to feed a training loop measured on these files, as a line."""
-    measured = [r for r in results if r.strategy in TRAINING_STRATEGIES and r.samples_per_s]
-    if not measured:
-        return None
-    best = max(measured, key=lambda r: r.samples_per_s or 0.0)
-    how = TRAINING_STRATEGIES[best.strategy].format(n=workers)
-    return f"fastest measured here: {how} at {best.samples_per_s:,.0f} samples/s"

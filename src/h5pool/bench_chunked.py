@@ -208,42 +208,7 @@ def raw_decode(corpus: Any) -> Any:
     return Result("raw-decode", sum(len(b) for b in batches), seconds, note=note)
 
 
-def _loader_rate(corpus: Any, name: str, **options: Any) -> Any:
-    """Steady samples/s of an ``h5pool.Loader`` epoch (the first batch not timed)."""
-    from h5pool.bench import Result
-    from h5pool.loader import Loader
-
-    config = corpus.config
-    dataset = corpus.dataset
-    dataset.pool.close()
-    loader = Loader(dataset, config.batch_size, seed=config.seed, **options)
-    limit = max(1, config.fast_samples // config.batch_size)
-    batches = iter(loader)
-    next(batches)
-    samples, start = 0, time.perf_counter()
-    for number, batch in enumerate(batches):
-        samples += len(next(iter(batch.values())))
-        if number + 2 >= limit:
-            break
-    seconds = time.perf_counter() - start
-    batches.close()
-    stats = loader.stats()
-    note = ", ".join(f"{k}={v}" for k, v in options.items())
-    note += f", waited {stats['wait_fraction']:.0%}"
-    return Result(name, samples, seconds, peak_open=stats["peak_open_files_per_process"], note=note)
-
-
-def loader_threads(corpus: Any) -> Any:
-    return _loader_rate(corpus, "loader-threads", num_threads=corpus.config.loader_workers)
-
-
-def loader_workers(corpus: Any) -> Any:
-    return _loader_rate(corpus, "loader-workers", num_workers=corpus.config.loader_workers)
-
-
 RUNNERS = {
-    "loader-threads": loader_threads,
-    "loader-workers": loader_workers,
     "pooled-read-batch": pooled_read_batch,
     "h5py-kept-open": h5py_kept_open,
     "raw-decode": raw_decode,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from h5pool import bench  # imports torch: only when a command needs it
+    from h5pool import bench, bench_loaders  # imports torch: only when a command needs it
 
     check_output(args.json, "--json")
     check_output(args.plot, "--plot")
@@ -84,7 +84,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         results = bench.run(config)
         bar.update(1)
     report = bench_report(results, corpus_text, limit)
-    report["recommendation"] = bench.recommendation(results, args.workers)
+    report["recommendation"] = bench_loaders.recommendation(results, args.workers)
     write(format_table(report))
     if report["recommendation"]:
         write(report["recommendation"])
