@@ -125,7 +125,7 @@ def test_threads_asking_at_once_share_one_engine(tmp_path: Path) -> None:
         engines: list[object] = []
 
         def ask(start: threading.Barrier, engines: list[object]) -> None:
-            start.wait()
+            start.wait(timeout=120)  # a hang guard: a broken barrier fails the count below
             engines.append(ds.engine)
 
         threads = [threading.Thread(target=ask, args=(start, engines)) for _ in range(8)]
@@ -133,7 +133,7 @@ def test_threads_asking_at_once_share_one_engine(tmp_path: Path) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        assert len({id(engine) for engine in engines}) == 1
+        assert len(engines) == 8 and len({id(engine) for engine in engines}) == 1
 
 
 def test_concurrent_callers_get_their_own_batches(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from h5pool.pooled_file import PooledFile
 from h5pool.scan import ScanStats, build_index
 from h5pool.sources import FileSpec, expand_files
 from h5pool.startup import Verify, obtain_index
-from h5pool.values import Strings, batch_values, sample_values, to_tensor
+from h5pool.values import Strings, batch_values, sample_values, samples_of, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +211,7 @@ class PooledH5Dataset(Dataset[Any]):
             except LayoutError:
                 samples = [self._untransformed(i) for i in _flat(indices)]
             else:
-                batch = self._values(columns)
-                samples = [sample_values(batch, i) for i in range(len(file_numbers))]
+                samples = samples_of(self._values(columns), len(file_numbers))
         else:
             samples = self._read_members_batch(file_numbers, rows, indices)
         if self.transform is not None:

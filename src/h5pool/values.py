@@ -5,7 +5,7 @@ types, and numpy's own answers differ between an array, a row of it and a
 scalar taken from it (``bytes`` against ``numpy.bytes_``, ``numpy.void``
 records that the default collate cannot stack).  Every read path turns its
 numpy column of ``B`` rows into :func:`batch_values`, and a sample is row
-``i`` of that (:func:`sample_values`).
+``i`` of that (:func:`sample_values`; :func:`samples_of` splits a whole batch).
 
 - numbers and bools: a tensor ``(B, ...)`` (numpy for long double);
 - strings (fixed or variable length): ``list[str]`` decoded as UTF-8, or
@@ -80,6 +80,19 @@ def array_values(key: str, array: npt.NDArray[Any], strings: Strings = "str") ->
     if array.ndim == 0:
         return sample_values(batch_values(key, array[None], strings), 0)
     return batch_values(key, array, strings)
+
+
+def samples_of(batch: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """Every row of a :func:`batch_values` result as a sample, in order.
+
+    One ``unbind`` per tensor key instead of an index per sample and key: on
+    ``__getitems__``'s path this halves the cost of splitting a batch.
+    """
+    columns = {
+        name: value.unbind(0) if isinstance(value, torch.Tensor) else value
+        for name, value in batch.items()
+    }
+    return [{name: column[i] for name, column in columns.items()} for i in range(count)]
 
 
 def sample_values(batch: dict[str, Any], position: int) -> dict[str, Any]:
