@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from h5pool import bench, synthetic
+from h5pool.bench import common, run, synthetic
 
 DEFAULTS = {
     "files": synthetic.DEFAULT_FILES,
@@ -53,9 +53,9 @@ def corpus_files(
 
 
 @pytest.fixture(scope="session")
-def corpus(request: pytest.FixtureRequest, corpus_files: list[str]) -> bench.Corpus:
-    return bench.Corpus(
-        bench.BenchConfig(files=corpus_files, pool_size=option(request.config, "pool"))
+def corpus(request: pytest.FixtureRequest, corpus_files: list[str]) -> common.Corpus:
+    return common.Corpus(
+        common.BenchConfig(files=corpus_files, pool_size=option(request.config, "pool"))
     )
 
 
@@ -65,7 +65,7 @@ def session_results() -> Iterator[dict[str, Any]]:
     results: dict[str, Any] = {}
     yield results
     if results:
-        table = bench.ratios(list(results.values()))
+        table = run.ratios(list(results.values()))
         lines = ["", "h5pool strategies, measured in this run (per sample):"]
         for name, result in results.items():
             ratio = table[name]

@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from h5pool import BlockShuffleSampler, PooledH5Dataset, synthetic
+from h5pool import BlockShuffleSampler, PooledH5Dataset
+from h5pool.bench import synthetic
 
 FILES, ROWS, WIDTH = 5000, synthetic.DEFAULT_ROWS, synthetic.DEFAULT_WIDTH
 

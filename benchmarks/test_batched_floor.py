@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from h5pool import BlockShuffleSampler, PooledH5Dataset
-from h5pool.readers import direct_offset
+from h5pool.hdf5.readers import direct_offset
 
 BATCH = 64
 

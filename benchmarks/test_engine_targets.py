@@ -17,8 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from h5pool import PooledH5Dataset, bench_chunked, synthetic
-from h5pool.byte_map import map_dataset
+from h5pool import PooledH5Dataset
+from h5pool.bench import chunked, synthetic
+from h5pool.hdf5.byte_map import map_dataset
 from targets import report, scaled
 
 BATCH = 64
@@ -80,7 +81,7 @@ def open_per_sample(ds: PooledH5Dataset, order: np.ndarray) -> float:
 
 def test_contiguous_batches_and_random_access(benchmark: Any, contiguous: list[str]) -> None:
     ds = PooledH5Dataset(contiguous, "data", max_open=64, num_threads=1)
-    batches = bench_chunked.block_batches(ds, BATCH, len(ds))
+    batches = chunked.block_batches(ds, BATCH, len(ds))
     order = np.concatenate(batches)
 
     def epoch() -> float:
@@ -126,12 +127,12 @@ def test_chunked_against_h5py_and_floor(
     key, samples, title = CHUNKED_CASES[corpus]
     paths = request.getfixturevalue(corpus)
     figures = benchmark.pedantic(
-        bench_chunked.measure, args=(paths, key), kwargs={"samples": samples}, rounds=1
+        chunked.measure, args=(paths, key), kwargs={"samples": samples}, rounds=1
     )
     report(benchmark, f"{title}, batches of 64", _chunked_ratios(figures))
 
 
-def _chunked_ratios(figures: bench_chunked.ChunkedFigures) -> dict[str, float]:
+def _chunked_ratios(figures: chunked.ChunkedFigures) -> dict[str, float]:
     return {
         "h5py recipe samples/s": figures.h5py_recipe,
         "floor (1 thread) samples/s": figures.floor,
@@ -149,7 +150,7 @@ def test_epoch_5000_files_32_rows(benchmark: Any, tmp_path: Path) -> None:
     folder = tmp_path / "epoch5000"
     synthetic.make_corpus(folder, files=scaled(5000), rows=32, width=1024)
     ds = PooledH5Dataset(folder, "data", max_open=64, num_threads=1)
-    batches = bench_chunked.block_batches(ds, BATCH, len(ds))
+    batches = chunked.block_batches(ds, BATCH, len(ds))
 
     def epoch() -> float:
         start = time.perf_counter()

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from h5pool import PooledH5Dataset, synthetic
+from h5pool import PooledH5Dataset
+from h5pool.bench import synthetic
 
 FILES = 5000
 

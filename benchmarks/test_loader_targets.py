@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from h5pool import BlockShuffleSampler, Loader, PooledH5Dataset, synthetic
-from h5pool.bench_loaders import InMemoryRows
+from h5pool import BlockShuffleSampler, Loader, PooledH5Dataset
+from h5pool.bench import synthetic
+from h5pool.bench.loaders import InMemoryRows
 from targets import report, scaled
 
 BATCH, WORKERS, SAMPLES = 64, 2, 40000

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from h5pool import BlockShuffleSampler, CorpusIndex, HandlePool, Loader, PooledH5Dataset, synthetic
+from h5pool import BlockShuffleSampler, CorpusIndex, HandlePool, Loader, PooledH5Dataset
+from h5pool.bench import synthetic
 from targets import report
 
 SIZES = [int(n) for n in os.environ.get("H5POOL_BENCH_SCALE_FILES", "1000,10000,100000").split(",")]

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from h5pool import bench
+from h5pool.bench import common, registry, run
 
 pytestmark = pytest.mark.benchmark(group="strategies", disable_gc=False)
 
 
-@pytest.mark.parametrize("name", bench.STRATEGIES)
+@pytest.mark.parametrize("name", registry.STRATEGIES)
 def test_strategy(
-    benchmark: Any, corpus: bench.Corpus, session_results: dict[str, Any], name: str
+    benchmark: Any, corpus: common.Corpus, session_results: dict[str, Any], name: str
 ) -> None:
-    runner = bench.RUNNERS[name]
-    with bench.lowered_fd_limit(1024):
-        result: bench.Result = benchmark.pedantic(runner, args=(corpus,), rounds=1, iterations=1)
+    runner = run.runner_of(name)
+    with common.lowered_fd_limit(1024):
+        result: common.Result = benchmark.pedantic(runner, args=(corpus,), rounds=1, iterations=1)
     session_results[name] = result
     benchmark.extra_info.update(result.as_dict())
     if name == "open-all" and result.seconds is None:

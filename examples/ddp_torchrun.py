@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from h5pool import Loader, PooledH5Dataset, synthetic
+from h5pool import Loader, PooledH5Dataset
+from h5pool.bench import synthetic
 
 logger = logging.getLogger("ddp_torchrun")
 

@@ -17,7 +17,8 @@ import tempfile
 
 import torch
 
-from h5pool import Loader, PooledH5Dataset, synthetic
+from h5pool import Loader, PooledH5Dataset
+from h5pool.bench import synthetic
 
 logger = logging.getLogger("train_loop")
 

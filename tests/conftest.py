@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 import gc
-import os
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-
-from corpus_tools import make_corpus
+from helpers.corpus import make_corpus
 
 # No deadlines anywhere: a loaded machine makes any example slow, and a slow
 # example is not a failure.  Individual tests may still lower max_examples.
@@ -22,7 +17,7 @@ settings.load_profile("h5pool")
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Move what importing the test modules made (torch, moto, lightning...) out
     of the collector's sight.  DataLoader workers collect garbage once (see
-    corpus_tools.open_hdf5_descriptors); over every object of those libraries
+    helpers.corpus.open_hdf5_descriptors); over every object of those libraries
     that touched each page of a forked child and cost seconds per worker."""
     gc.collect()
     gc.freeze()

@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 
 _HOMES = {
     "PooledH5Dataset": "h5pool.dataset",
-    "Loader": "h5pool.loader",
-    "BlockShuffleSampler": "h5pool.sampler",
-    "CorpusIndex": "h5pool.index",
-    "HandlePool": "h5pool.pool",
-    "PooledFile": "h5pool.pooled_file",
-    "PoolStats": "h5pool.handle_table",
-    "default_max_open": "h5pool.descriptors",
-    "raise_fd_limit": "h5pool.descriptors",
+    "Loader": "h5pool.loading.loader",
+    "BlockShuffleSampler": "h5pool.loading.sampler",
+    "CorpusIndex": "h5pool.index.corpus_index",
+    "HandlePool": "h5pool.pool.handle_pool",
+    "PooledFile": "h5pool.pool.pooled_file",
+    "PoolStats": "h5pool.pool.lru",
+    "default_max_open": "h5pool.pool.descriptors",
+    "raise_fd_limit": "h5pool.pool.descriptors",
     "AccessDeniedError": "h5pool.errors",
     "CorpusError": "h5pool.errors",
     "DescriptorLimitError": "h5pool.errors",
@@ -32,13 +32,16 @@ _HOMES = {
     "ReadError": "h5pool.errors",
     "SourceUnavailableError": "h5pool.errors",
     "UnreadableFileError": "h5pool.errors",
-    "pad_ragged": "h5pool.values",
-    "collate_ragged": "h5pool.values",
+    "pad_ragged": "h5pool.read.values",
+    "collate_ragged": "h5pool.read.values",
 }
+
+#: Modules that moved into a subpackage, still reached by their old name
+#: (``from h5pool import synthetic``).
+_MODULES = {"synthetic": "h5pool.bench.synthetic"}
 
 if TYPE_CHECKING:
     from h5pool.dataset import PooledH5Dataset
-    from h5pool.descriptors import default_max_open, raise_fd_limit
     from h5pool.errors import (
         AccessDeniedError,
         CorpusError,
@@ -52,20 +55,21 @@ if TYPE_CHECKING:
         SourceUnavailableError,
         UnreadableFileError,
     )
-    from h5pool.handle_table import PoolStats
-    from h5pool.index import CorpusIndex
-    from h5pool.loader import Loader
-    from h5pool.pool import HandlePool
-    from h5pool.pooled_file import PooledFile
-    from h5pool.sampler import BlockShuffleSampler
-    from h5pool.values import collate_ragged, pad_ragged
+    from h5pool.index.corpus_index import CorpusIndex
+    from h5pool.loading.loader import Loader
+    from h5pool.loading.sampler import BlockShuffleSampler
+    from h5pool.pool.descriptors import default_max_open, raise_fd_limit
+    from h5pool.pool.handle_pool import HandlePool
+    from h5pool.pool.lru import PoolStats
+    from h5pool.pool.pooled_file import PooledFile
+    from h5pool.read.values import collate_ragged, pad_ragged
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        try:  # submodules: h5pool.bench, h5pool.synthetic, ...
-            return importlib.import_module(f"h5pool.{name}")
+        try:  # subpackages and modules: h5pool.bench, h5pool.synthetic, ...
+            return importlib.import_module(_MODULES.get(name, f"h5pool.{name}"))
         except ModuleNotFoundError:
             raise AttributeError(f"module 'h5pool' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(home), name)

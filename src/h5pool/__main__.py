@@ -2,6 +2,6 @@
 
 import sys
 
-from h5pool.cli import main
+from h5pool.cli.main import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 Why it is shaped this way: the dataset itself holds only configuration and the
 numpy index, so it pickles in kilobytes into spawn/forkserver workers, and it
-reaches files only through a :class:`~h5pool.pool.HandlePool`, which is empty
+reaches files only through a :class:`~h5pool.pool.handle_pool.HandlePool`, which is empty
 after construction (forking then is safe) and fresh in every worker.
 """
 
@@ -14,28 +14,24 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Dataset
 
-from h5pool.chunks import DEFAULT_CHUNK_CACHE_BYTES
-from h5pool.engine import ReadEngine
-from h5pool.errors import CorpusError, FileChangedError, LayoutError, MissingFileError
-from h5pool.index import CorpusIndex, Layout
-from h5pool.named_samples import NamedSamples, stack_samples
-from h5pool.paths import PathList
-from h5pool.pool import HandlePool
-from h5pool.pooled_file import PooledFile
-from h5pool.scan import ScanStats, build_index
-from h5pool.sources import FileSpec, expand_files
-from h5pool.startup import Verify, obtain_index
-from h5pool.values import Strings, batch_values, sample_values, samples_of, to_tensor
+from h5pool._typing import FileSpec, Indices, IntArray, Sample
+from h5pool.errors import CorpusError, LayoutError
+from h5pool.hdf5.chunks import DEFAULT_CHUNK_CACHE_BYTES
+from h5pool.index.corpus_index import Layout
+from h5pool.index.obtain import Verify, obtain_index
+from h5pool.index.paths import PathList
+from h5pool.index.swmr import take_in_appended_rows
+from h5pool.pool.handle_pool import HandlePool
+from h5pool.read.engine import ReadEngine
+from h5pool.read.named import NamedSamples, stack_samples
+from h5pool.read.sample_errors import flat, naming_sample, position_of
+from h5pool.read.values import Strings, batch_values, sample_values, samples_of, to_tensor
 
 logger = logging.getLogger(__name__)
 
-Sample = dict[str, Any]
-IntArray = npt.NDArray[np.int64]
-Indices = Sequence[int] | IntArray
 Transform = Callable[[Sample], Any]
 #: numpy kinds whose rows are plain tensors: ``ds[i]`` skips the batch-of-one detour.
 _NUMBERS = frozenset("biufc")
@@ -60,7 +56,7 @@ class PooledH5Dataset(Dataset[Any]):
     ``{"data": tensor, "attrs": dict}``.  ``layout="groups"``: every group
     directly under ``group`` (or each ``window`` of its rows) is one sample,
     ``{key: tensor, ..., "attrs": dict}``.  Strings, records and ragged rows
-    follow the rules of :mod:`h5pool.values` in every layout.
+    follow the rules of :mod:`h5pool.read.values` in every layout.
     """
 
     def __init__(
@@ -107,7 +103,7 @@ class PooledH5Dataset(Dataset[Any]):
         self.layout: Layout = layout
         self.group = group
         self.transform = transform
-        #: Threads that read one batch (None: 1, see h5pool.batch_threads.default_num_threads).
+        #: Threads that read one batch (None: 1, see h5pool.read.threads.default_batch_threads).
         self.num_threads = num_threads
         #: Byte budget of the per-process cache of decoded chunks.
         self.chunk_cache_bytes = chunk_cache_bytes
@@ -119,33 +115,19 @@ class PooledH5Dataset(Dataset[Any]):
 
         self.verify: Verify = verify
 
-        def build(
-            paths: list[str], cached: CorpusIndex | None, restat: bool
-        ) -> tuple[CorpusIndex, list[tuple[str, str]], ScanStats]:
-            return build_index(
-                paths,
+        try:
+            self.index, self.skipped, self.index_stats = obtain_index(
+                files,
                 layout=layout,
                 keys=self.keys,
                 group=group,
                 pool=self.pool,
-                on_error=on_error,
-                progress=progress,
-                reuse=cached,
-                restat=restat,
-                processes=scan_processes,
-            )
-
-        try:
-            self.index, self.skipped, self.index_stats = obtain_index(
-                files,
                 cache=index_cache,
                 verify=verify,
-                config=(layout, self.keys, group),
-                list_files=lambda: expand_files(
-                    files, self.pool.filesystems, progress=progress, suffixes=suffixes
-                ),
+                on_error=on_error,
+                progress=progress,
+                scan_processes=scan_processes,
                 suffixes=suffixes,
-                build=build,
             )
         finally:
             # Leave nothing open in the constructing process: forking is safe now.
@@ -186,13 +168,9 @@ class PooledH5Dataset(Dataset[Any]):
                     one_row = {key: column[None] for key, column in columns.items()}
                     sample = sample_values(self._values(one_row), 0)
             else:
-                entry = self._acquire(file_number)
-                try:
-                    sample = self._named.read(entry, file_number, local, self.strings)
-                finally:
-                    self.pool.release(entry)
+                sample = self._named.read_one(self.pool, file_number, local, self.strings)
         except CorpusError as exc:
-            raise _naming_sample(exc, index) from (exc.__cause__ or exc)
+            raise naming_sample(exc, index) from (exc.__cause__ or exc)
         return self.transform(sample) if self.transform is not None else sample
 
     def __getitems__(self, indices: Indices) -> list[Any]:
@@ -209,11 +187,11 @@ class PooledH5Dataset(Dataset[Any]):
             try:
                 columns = self._read_columns(file_numbers, rows, indices)
             except LayoutError:
-                samples = [self._untransformed(i) for i in _flat(indices)]
+                samples = [self._untransformed(i) for i in flat(indices)]
             else:
                 samples = samples_of(self._values(columns), len(file_numbers))
         else:
-            samples = self._read_members_batch(file_numbers, rows, indices)
+            samples = self._named.read_many(self.pool, file_numbers, rows, indices, self.strings)
         if self.transform is not None:
             return [self.transform(sample) for sample in samples]
         return samples
@@ -223,14 +201,15 @@ class PooledH5Dataset(Dataset[Any]):
 
         Request order; duplicates and any order are fine.  Numeric keys give
         tensors (numpy arrays for types torch lacks, such as long double);
-        strings, records, ragged and opaque rows follow :mod:`h5pool.values`
+        strings, records, ragged and opaque rows follow :mod:`h5pool.read.values`
         (a ``list[str]``, ``key.field`` tensors, ...).  Files that
         disagree on a key's dtype or row shape raise :class:`LayoutError`
         naming two of them.  The transform is not applied: it works on samples.
         """
         if self.layout == "groups":
             file_numbers, rows = self.index.locate_many(indices)
-            return stack_samples(self._read_members_batch(file_numbers, rows, indices), self.keys)
+            samples = self._named.read_many(self.pool, file_numbers, rows, indices, self.strings)
+            return stack_samples(samples, self.keys)
         if self.layout != "rows":
             raise LayoutError(
                 f"read_batch needs the 'rows' or 'groups' layout, not {self.layout!r}"
@@ -239,7 +218,7 @@ class PooledH5Dataset(Dataset[Any]):
         return self._values(self._read_columns(file_numbers, rows, indices))
 
     def _values(self, columns: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
-        """Numpy columns as the user gets them (see h5pool.values)."""
+        """Numpy columns as the user gets them (see h5pool.read.values)."""
         values: dict[str, Any] = {}
         for key, column in columns.items():
             values.update(batch_values(key, column, self.strings))
@@ -256,30 +235,9 @@ class PooledH5Dataset(Dataset[Any]):
         """
         if not self.pool.appending or self.layout != "rows":
             raise ValueError("refresh() needs the 'rows' layout and file_kwargs={'swmr': True}")
-        before = len(self.index)
-        counts = self.index.counts.copy()
-        sizes, mtimes = self.index.sizes.copy(), self.index.mtimes.copy()
-        for number, path in enumerate(self.index.files):
-            entry = self._acquire(number)
-            try:
-                lengths = []
-                for key in self.keys:
-                    dataset = entry.dataset(key)
-                    dataset.refresh()
-                    lengths.append(int(dataset.shape[0]))
-                if min(lengths) < counts[number]:
-                    raise FileChangedError(
-                        f"{path}: {min(lengths)} rows, fewer than the {counts[number]} indexed",
-                        path=path,
-                    )
-                counts[number] = min(lengths)
-                sizes[number], mtimes[number] = entry.stamp()
-            finally:
-                self.pool.release(entry)
-        self.index.counts, self.index.sizes, self.index.mtimes = counts, sizes, mtimes
-        self.index.ends = np.cumsum(counts, dtype=np.int64)
+        added = take_in_appended_rows(self.index, self.pool, self.keys)
         self._engine = None  # its per-file tables were sized for the old counts
-        return len(self.index) - before
+        return added
 
     @property
     def engine(self) -> ReadEngine:
@@ -319,16 +277,6 @@ class PooledH5Dataset(Dataset[Any]):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _acquire(self, file_number: int) -> PooledFile:
-        path = self.index.files[file_number]
-        try:
-            return self.pool.acquire(path)
-        except MissingFileError as exc:
-            raise MissingFileError(
-                f"{path}: file was indexed but no longer exists (deleted after indexing?)",
-                path=path,
-            ) from exc
-
     def _read_columns(
         self, file_numbers: IntArray, rows: IntArray, indices: Indices
     ) -> dict[str, npt.NDArray[Any]]:
@@ -339,8 +287,8 @@ class PooledH5Dataset(Dataset[Any]):
         except LayoutError:
             raise
         except CorpusError as exc:
-            failed = _flat(indices)[_position_of(self.index.files, exc, file_numbers, rows)]
-            raise _naming_sample(exc, failed) from (exc.__cause__ or exc)
+            failed = flat(indices)[position_of(self.index.files, exc, file_numbers, rows)]
+            raise naming_sample(exc, failed) from (exc.__cause__ or exc)
 
     def _untransformed(self, index: int) -> Sample:
         transform, self.transform = self.transform, None
@@ -349,49 +297,3 @@ class PooledH5Dataset(Dataset[Any]):
         finally:
             self.transform = transform
         return sample
-
-    def _read_members_batch(
-        self, file_numbers: IntArray, rows: IntArray, indices: Indices
-    ) -> list[Any]:
-        samples: list[Any] = [None] * len(file_numbers)
-        order = np.argsort(file_numbers, kind="stable")
-        for group in np.split(order, np.flatnonzero(np.diff(file_numbers[order])) + 1):
-            if not len(group):
-                continue
-            file_number = int(file_numbers[group[0]])
-            read = self._named.read
-            try:
-                entry = self._acquire(file_number)
-                try:
-                    for position, local in zip(group.tolist(), rows[group].tolist(), strict=True):
-                        samples[position] = read(entry, file_number, local, self.strings)
-                finally:
-                    self.pool.release(entry)
-            except CorpusError as exc:
-                first = int(np.asarray(indices).reshape(-1)[group[0]])
-                raise _naming_sample(exc, first) from (exc.__cause__ or exc)
-        return samples
-
-
-def _flat(indices: Indices) -> list[int]:
-    return [int(i) for i in np.asarray(indices).reshape(-1).tolist()]
-
-
-def _position_of(
-    files: Sequence[str], exc: CorpusError, file_numbers: IntArray, rows: IntArray
-) -> int:
-    """The first request position of the file (and row) an error names, else 0."""
-    if exc.path in files:
-        matches = file_numbers == files.index(exc.path)
-        if exc.row is not None and (matches & (rows == exc.row)).any():
-            matches &= rows == exc.row
-        if matches.any():
-            return int(np.flatnonzero(matches)[0])
-    return 0
-
-
-def _naming_sample(exc: CorpusError, index: int) -> CorpusError:
-    """The same error class, with the global sample index in front of the message."""
-    if str(exc).startswith("sample "):
-        return exc
-    return type(exc)(f"sample {index}: {exc}", path=exc.path)

@@ -1,0 +1,193 @@
+"""How a dataset gets its index: from the cache as ``verify`` allows, or by scanning.
+
+The three ``verify`` modes trade start-up metadata operations against what a
+start can notice by itself.  Every mode still checks each file's size and
+mtime when the file is opened for reading, so a file replaced or rewritten
+after indexing raises :class:`~h5pool.errors.FileChangedError` instead of
+giving wrong samples; what differs is whether that is found at start-up (and
+the file rescanned) or at the first read (and the read refused).
+
+- ``"stat"`` (default): list the files and ``stat`` each one; new or changed
+  files are scanned, removed ones dropped.  Cannot notice a change that keeps
+  both size and mtime.
+- ``"listing"``: list the files but ``stat`` none of those the cache knows;
+  new files are scanned, removed ones dropped.  A file changed in place is
+  found at its first read (``FileChangedError``).
+- ``"trust"``: neither list nor ``stat``: the cache is the corpus, if it was
+  built from the same ``files`` argument.  New files are not seen, a removed
+  file is a ``MissingFileError`` at its first read, a changed one a
+  ``FileChangedError``.  O(1) metadata operations: for a million files on a
+  parallel file system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from h5pool._typing import FileSpec
+from h5pool.errors import CorpusError
+from h5pool.index.cache import IndexCacheError, cache_lock
+from h5pool.index.corpus_index import CorpusIndex, Layout, read_cache, save_index
+from h5pool.index.listing import HDF5_SUFFIXES, expand_files
+from h5pool.index.scan import ScanStats, build_index
+from h5pool.pool.handle_pool import HandlePool
+from h5pool.pool.remote import is_url
+
+logger = logging.getLogger(__name__)
+
+Verify = Literal["trust", "listing", "stat"]
+VERIFY_MODES: tuple[Verify, ...] = ("trust", "listing", "stat")
+Skipped = list[tuple[str, str]]
+
+
+def source_of(files: FileSpec, suffixes: Sequence[str] | None = None) -> str:
+    """What ``files`` said, as text: a cache is trusted only for the same words."""
+    specs = [files] if isinstance(files, str | os.PathLike) else list(files)
+    given = [os.fspath(s) if is_url(os.fspath(s)) else os.path.abspath(s) for s in specs]
+    listed = list(suffixes) if suffixes is not None else list(HDF5_SUFFIXES)
+    return json.dumps({"files": given, "suffixes": listed})
+
+
+def obtain_index(
+    files: FileSpec,
+    *,
+    layout: Layout,
+    keys: Sequence[str],
+    group: str,
+    pool: HandlePool,
+    cache: str | os.PathLike[str] | None = None,
+    verify: Verify = "stat",
+    on_error: Literal["raise", "skip"] = "raise",
+    progress: bool = False,
+    scan_processes: int | None = None,
+    suffixes: Sequence[str] | None = None,
+) -> tuple[CorpusIndex, Skipped, ScanStats]:
+    """The index of ``files``: from ``cache`` as far as ``verify`` allows, else scanned.
+
+    This is what :class:`~h5pool.PooledH5Dataset` and ``h5pool index`` both
+    call; it needs no torch.
+
+    Parameters
+    ----------
+    files
+        Paths, folders, globs or URLs, as the dataset takes them.
+    layout, keys, group
+        What a sample is (see :class:`~h5pool.PooledH5Dataset`).
+    pool
+        The pool that lists and scans the files; left with files open, for the
+        caller to close.
+    cache
+        The index cache file, or ``None`` for none.
+    verify
+        ``"trust"``, ``"listing"`` or ``"stat"``: see this module.
+    on_error
+        ``"skip"`` leaves out files that fail the scan, with their reasons.
+    progress
+        Show progress bars for the listing and the scan.
+    scan_processes
+        Processes that scan the files (``None``: by the number of files).
+    suffixes
+        What a folder listing picks up (default :data:`HDF5_SUFFIXES`).
+
+    Returns
+    -------
+    tuple
+        The index, the skipped files as ``(path, reason)`` pairs, and the scan's counters.
+
+    Raises
+    ------
+    CorpusError
+        A file that cannot be listed or scanned (with ``on_error="raise"``), or a
+        cache that cannot be written.
+    ValueError
+        An unknown ``verify``, or a ``cache`` that is a folder.
+    """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
+    keys = tuple(keys)
+
+    def list_files() -> list[str]:
+        return expand_files(files, pool.filesystems, progress=progress, suffixes=suffixes)
+
+    def build(
+        paths: list[str], cached: CorpusIndex | None, restat: bool
+    ) -> tuple[CorpusIndex, Skipped, ScanStats]:
+        return build_index(
+            paths,
+            layout=layout,
+            keys=keys,
+            group=group,
+            pool=pool,
+            on_error=on_error,
+            progress=progress,
+            reuse=cached,
+            restat=restat,
+            processes=scan_processes,
+        )
+
+    if cache is None:
+        return build(list_files(), None, True)
+    if os.path.isdir(cache):
+        raise ValueError(
+            f"index_cache {os.fspath(cache)!r} is a folder; give a file path such as "
+            f"{os.path.join(os.fspath(cache), 'index.npz')!r}"
+        )
+    config = (layout, keys, group)
+    source = source_of(files, suffixes)
+    with cache_lock(cache):
+        cached, meta = _usable_cache(cache, config)
+        skipped_before: Skipped = [(str(p), str(r)) for p, r in meta.get("skipped", [])]
+        if cached is not None and verify == "trust":
+            if meta.get("source") == source:
+                logger.info("h5pool: index cache %s trusted (verify='trust')", cache)
+                return cached, skipped_before, ScanStats(files_reused=len(cached.files))
+            logger.warning(
+                "h5pool: index cache %s was built from other files; listing them (verify='trust' "
+                "trusts a cache only for the same files argument)",
+                cache,
+            )
+        paths = list_files()
+        if (
+            cached is not None
+            and verify == "listing"
+            and _same_listing(cached, skipped_before, paths)
+        ):
+            return cached, skipped_before, ScanStats(files_reused=len(cached.files))
+        index, skipped, stats = build(paths, cached, verify != "listing")
+        if cached is None or not cached.same_entries(index) or meta.get("source") != source:
+            _save(index, cache, {"source": source, "skipped": skipped})
+        return index, skipped, stats
+
+
+def _usable_cache(
+    cache: str | os.PathLike[str], config: tuple[str, tuple[str, ...], str]
+) -> tuple[CorpusIndex | None, dict[str, Any]]:
+    try:
+        index, meta = read_cache(cache)
+    except FileNotFoundError:
+        return None, {}
+    except IndexCacheError as exc:
+        logger.warning("h5pool: %s; rebuilding it", exc)
+        return None, {}
+    if (index.layout, index.keys, index.group) != config:
+        logger.info("h5pool: index cache %s was built for other keys or layout; rebuilding", cache)
+        return None, {}
+    return index, meta
+
+
+def _same_listing(cached: CorpusIndex, skipped: Skipped, paths: Sequence[str]) -> bool:
+    """True when ``paths`` are the cache's files plus the files it skipped."""
+    left_out = {path for path, _ in skipped}
+    listed = [path for path in paths if path not in left_out]
+    return len(listed) == len(cached.files) and cached.files == listed
+
+
+def _save(index: CorpusIndex, cache: str | os.PathLike[str], extra: dict[str, Any]) -> None:
+    try:
+        save_index(index, cache, extra)
+    except OSError as exc:
+        raise CorpusError(f"cannot write the index cache {os.fspath(cache)}: {exc}") from exc
