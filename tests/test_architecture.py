@@ -140,22 +140,29 @@ def test_the_corpus_commands_import_no_torch(statement: str) -> None:
     assert "torch" not in modules_after_importing(statement)
 
 
-def test_h5pool_index_runs_without_torch(tmp_path: Path) -> None:
-    """``h5pool index`` builds the index without the dataset: torch stays unimported."""
+@pytest.mark.parametrize("command", ["index", "info"])
+def test_the_corpus_commands_run_without_torch(tmp_path: Path, command: str) -> None:
+    """``h5pool index`` builds the index without the dataset, and ``h5pool info``
+    describes the corpus: neither imports torch."""
     from helpers.corpus import make_corpus
 
     make_corpus(tmp_path / "corpus", files=3, rows=5, width=4)
     out = tmp_path / "index.npz"
+    argv = [command, str(tmp_path / "corpus"), "--key", "data"]
+    argv += ["--out", str(out)] if command == "index" else []
     code = (
         "import sys, json; from h5pool.cli.main import main; "
-        f"code = main(['index', {str(tmp_path / 'corpus')!r}, '--out', {str(out)!r}]); "
+        f"code = main({argv!r}); "
         "print(json.dumps([code, 'torch' in sys.modules]))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
     assert json.loads(result.stdout.splitlines()[-1]) == [0, False]
-    assert h5pool.CorpusIndex.load(out).counts.tolist() == [5, 5, 5]
+    if command == "index":
+        assert h5pool.CorpusIndex.load(out).counts.tolist() == [5, 5, 5]
+    else:
+        assert "samples along axis 0 of 'data': 15" in result.stdout
 
 
 def test_the_public_names_agree() -> None:

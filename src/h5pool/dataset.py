@@ -57,6 +57,71 @@ class PooledH5Dataset(Dataset[Any]):
     directly under ``group`` (or each ``window`` of its rows) is one sample,
     ``{key: tensor, ..., "attrs": dict}``.  Strings, records and ragged rows
     follow the rules of :mod:`h5pool.read.values` in every layout.
+
+    The dataset holds configuration, the index (numpy arrays per file) and a
+    pool that is empty after construction, so it pickles in kilobytes into
+    spawn and forkserver workers and forking after construction is safe.
+
+    Parameters
+    ----------
+    files
+        A path, a folder (every HDF5, netCDF-4 and AnnData file under it,
+        recursively, in natural order), a glob, an fsspec URL, or a list of them.
+    keys
+        The datasets of a sample: paths in the file ("rows"), or inside each
+        group ("groups"). Unused by "members".
+    layout
+        ``"rows"``, ``"members"`` or ``"groups"``: see the Layouts page.
+    group
+        The group whose members or subgroups are the samples.
+    pool
+        A :class:`~h5pool.HandlePool` to read through; by default a new one
+        from ``max_open``, ``file_kwargs`` and ``storage_options``.
+    max_open
+        Files open at once per process (``None``: :func:`~h5pool.default_max_open`).
+    file_kwargs
+        Passed to ``h5py.File`` (``swmr``, ``locking``, ``rdcc_nbytes``, ...).
+    storage_options
+        fsspec options for URLs (``{"client_kwargs": {"endpoint_url": ...}}``).
+    transform
+        Applied to each sample by ``ds[i]`` and ``__getitems__``, not by
+        :meth:`read_batch`.
+    on_error
+        ``"skip"`` leaves out files that fail the scan, listed in ``skipped``.
+    index_cache
+        A file to keep the index in between runs (locked, atomic, checksummed).
+    progress
+        Progress bars while listing and scanning.
+    num_threads
+        Threads that decode one batch's chunks (``None``: 1).
+    chunk_cache_bytes
+        Budget of the per-process cache of decoded chunks.
+    verify
+        How much a cached start checks: ``"stat"``, ``"listing"`` or ``"trust"``.
+    scan_processes
+        Processes that scan files not in the cache (``None``: by file count).
+    window, stride
+        "groups" layout: rows per sample (0: the whole group) and the step
+        between window starts.
+    suffixes
+        The file endings a folder listing picks up.
+    strings
+        String datasets as ``"str"`` (UTF-8 decoded) or ``"bytes"``.
+
+    Raises
+    ------
+    CorpusError
+        A file that cannot be listed or scanned, with ``on_error="raise"``:
+        :class:`~h5pool.MissingFileError`, :class:`~h5pool.MissingKeyError`,
+        :class:`~h5pool.LayoutError`, :class:`~h5pool.UnreadableFileError`, ...
+    ValueError
+        Options that contradict each other.
+
+    Examples
+    --------
+    >>> ds = PooledH5Dataset("/data/shards", keys=["image", "label"])  # doctest: +SKIP
+    >>> ds[0]["image"].shape, ds.locate(0)  # doctest: +SKIP
+    (torch.Size([64, 64, 3]), ('/data/shards/shard_0.h5', 0))
     """
 
     def __init__(
@@ -152,7 +217,13 @@ class PooledH5Dataset(Dataset[Any]):
         return len(self.index)
 
     def locate(self, index: int) -> tuple[str, int]:
-        """``(path, local_index)`` of a global sample index."""
+        """``(path, local_index)`` of a global sample index.
+
+        Raises
+        ------
+        IndexError
+            ``index`` is out of range.
+        """
         file_number, local = self.index.locate(index)
         return self.index.files[file_number], local
 
@@ -202,9 +273,27 @@ class PooledH5Dataset(Dataset[Any]):
         Request order; duplicates and any order are fine.  Numeric keys give
         tensors (numpy arrays for types torch lacks, such as long double);
         strings, records, ragged and opaque rows follow :mod:`h5pool.read.values`
-        (a ``list[str]``, ``key.field`` tensors, ...).  Files that
-        disagree on a key's dtype or row shape raise :class:`LayoutError`
-        naming two of them.  The transform is not applied: it works on samples.
+        (a ``list[str]``, ``key.field`` tensors, ...).  The transform is not
+        applied: it works on samples.
+
+        Parameters
+        ----------
+        indices
+            Global sample indices (a list, an array or a tensor).
+
+        Returns
+        -------
+        dict
+            One stacked value per key; in the "groups" layout also
+            ``"attrs"``, a list of each window's attributes.
+
+        Raises
+        ------
+        LayoutError
+            Files that disagree on a key's dtype or row shape (naming two of
+            them), or the "members" layout.
+        CorpusError
+            A file that cannot be read, naming it and the sample.
         """
         if self.layout == "groups":
             file_numbers, rows = self.index.locate_many(indices)

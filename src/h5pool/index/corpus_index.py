@@ -45,7 +45,12 @@ def as_index(index: object) -> int:
 
 @dataclass
 class CorpusIndex:
-    """Per-file sample counts of a corpus, and the layout they were counted for."""
+    """Per-file sample counts of a corpus, and the layout they were counted for.
+
+    A global index maps to (file, local row) with ``searchsorted`` on the
+    cumulative counts; memory and pickle size grow with files, not samples.
+    Built by :func:`~h5pool.index.obtain.obtain_index`; saved and loaded with
+    :meth:`save` and :meth:`load`."""
 
     files: PathList
     counts: IntArray

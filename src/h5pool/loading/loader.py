@@ -51,6 +51,48 @@ class Loader:
     the next epoch.  With workers, batches arrive interleaved between the
     workers' stretches of the epoch (:meth:`epoch_batches`), so that each file
     is read by one worker.
+
+    Parameters
+    ----------
+    dataset
+        A "rows" dataset, or a "groups" one with ``window``.
+    batch_size
+        Samples per batch.
+    shuffle, files_per_block, seed
+        The order, as :class:`~h5pool.BlockShuffleSampler` makes it.
+    drop_last
+        Trim the epoch instead of padding it, and drop the last, shorter batch.
+    num_threads
+        Threads that read batches ahead (``None``: the usable cores but one).
+    num_workers
+        DataLoader worker processes that read whole batches instead of threads.
+    prefetch
+        Batches in flight per thread or worker.
+    pin_memory
+        Pin batches where CUDA exists.
+    transform
+        ``transform(batch) -> batch``, once per batch (in the workers if any).
+    num_replicas, rank
+        The share of the epoch; ``None``: from ``torch.distributed`` when
+        iteration starts.
+    multiprocessing_context, persistent_workers
+        As DataLoader takes them, for ``num_workers > 0``.
+    progress
+        A tqdm bar over each epoch.
+
+    Raises
+    ------
+    ValueError
+        The "members" layout, whole groups without ``window``, or a
+        non-positive ``batch_size`` or ``prefetch``.
+
+    Examples
+    --------
+    >>> loader = Loader(ds, batch_size=64)  # doctest: +SKIP
+    >>> for epoch in range(10):  # doctest: +SKIP
+    ...     loader.set_epoch(epoch)
+    ...     for batch in loader:
+    ...         train_step(batch)
     """
 
     def __init__(

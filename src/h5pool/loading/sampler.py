@@ -71,6 +71,30 @@ class BlockShuffleSampler(DistributedSampler[int]):
     dealt to workers (block ``b`` to worker ``b % num_workers``) and batches are
     ordered so that DataLoader's round-robin hands each worker only its own
     blocks, and each file is opened by one worker instead of all of them.
+
+    Parameters
+    ----------
+    dataset
+        The dataset (anything with a ``CorpusIndex`` as ``index`` and a ``pool``).
+    files_per_block
+        Files shuffled together (``None``: half the pool, so the current and
+        the next block fit in every worker's pool).
+    shuffle
+        ``False`` keeps the natural order.
+    seed
+        With the epoch, fixes the order on every rank and run.
+    num_replicas, rank
+        The share of the epoch; ``None``: from ``torch.distributed`` when
+        iteration starts.
+    drop_last
+        Drop the tail that does not divide among ranks instead of padding it.
+    batch_size, num_workers
+        The DataLoader's, so that each worker is dealt whole blocks.
+
+    Examples
+    --------
+    >>> sampler = BlockShuffleSampler(ds, batch_size=64, num_workers=8)  # doctest: +SKIP
+    >>> loader = DataLoader(ds, batch_size=64, sampler=sampler, num_workers=8)  # doctest: +SKIP
     """
 
     def __init__(

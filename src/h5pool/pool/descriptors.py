@@ -29,6 +29,11 @@ def default_max_open(soft_limit: int | None = None) -> int:
     holds (shared-memory tensors in flight, sockets of a process group, logs,
     imported libraries).  At the common limit of 1024 that gives 128; at 256
     (macOS) it gives 64.
+
+    Returns
+    -------
+    int
+        The number of handles a pool keeps open by default.
     """
     if soft_limit is None:
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -70,6 +75,16 @@ def raise_fd_limit(target: int | None = None) -> int:
 
     As EXtra-data does: the soft limit is often 1024 while the hard one is far
     higher, and only the soft one stops a process.  Never lowers the limit.
+
+    Parameters
+    ----------
+    target
+        The soft limit wanted (``None``: the hard limit).
+
+    Returns
+    -------
+    int
+        The soft limit now in force.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if target is None else min(target, hard)

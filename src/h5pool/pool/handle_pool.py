@@ -66,6 +66,25 @@ class HandlePool:
     handles are released.  If the process really runs out of descriptors the
     pool closes an idle handle and retries, and raises
     :class:`~h5pool.errors.DescriptorLimitError` when none is left.
+
+    Parameters
+    ----------
+    max_open
+        Handles open at once in this process (``None``:
+        :func:`~h5pool.default_max_open`); clamped, with a warning, below the
+        soft descriptor limit.
+    file_kwargs
+        Passed to ``h5py.File``; the default chunk cache is 1 MiB per dataset.
+    storage_options
+        fsspec options for URLs.
+    open_options
+        fsspec ``open`` options for URLs (default: a 1 MiB block cache).
+
+    Examples
+    --------
+    >>> pool = HandlePool(max_open=64)  # doctest: +SKIP
+    >>> with pool.open("/data/shards/shard_0.h5") as f:  # doctest: +SKIP
+    ...     row = f["data"][0]
     """
 
     def __init__(

@@ -16,7 +16,10 @@ from h5pool.pool.pooled_file import PooledFile
 
 @dataclass(frozen=True)
 class PoolStats:
-    """Counters of one pool in the current process (reset by a fork)."""
+    """Counters of one pool in the current process (reset by a fork).
+
+    ``peak_open_files`` counts descriptors (a file open both raw and through
+    HDF5 counts twice); ``hit_rate`` is hits over all acquisitions."""
 
     max_open: int
     hits: int

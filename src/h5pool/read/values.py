@@ -103,7 +103,19 @@ def sample_values(batch: dict[str, Any], position: int) -> dict[str, Any]:
 def pad_ragged(
     rows: Sequence[torch.Tensor], value: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged rows padded to the longest: ``(padded (B, longest, ...), lengths (B,))``."""
+    """Ragged rows padded to the longest: ``(padded (B, longest, ...), lengths (B,))``.
+
+    Parameters
+    ----------
+    rows
+        Tensors whose first dimensions differ.
+    value
+        What the padding holds.
+
+    Returns
+    -------
+    tuple
+        The padded tensor and each row's length."""
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.int64)
     padded = torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=value)
     return padded, lengths
@@ -115,6 +127,18 @@ def collate_ragged(samples: Sequence[dict[str, Any]], value: float = 0.0) -> dic
     Tensors of one shape are stacked; tensors of unequal first dimensions are
     padded with ``value`` by :func:`pad_ragged`, and their lengths go under
     ``"{key}.lengths"``; anything else is collected in a list.
+
+    Parameters
+    ----------
+    samples
+        The samples of one batch, as ``ds[i]`` gives them.
+    value
+        What the padding holds.
+
+    Returns
+    -------
+    dict
+        One stacked or padded value per key.
     """
     batch: dict[str, Any] = {}
     for key in samples[0]:
