@@ -100,9 +100,10 @@ class PooledH5Dataset(Dataset[Any]):
         How much a cached start checks: ``"stat"``, ``"listing"`` or ``"trust"``.
     scan_processes
         Processes that scan files not in the cache (``None``: by file count).
-    window, stride
-        "groups" layout: rows per sample (0: the whole group) and the step
-        between window starts.
+    window
+        "groups" layout: rows per sample (0: the whole group).
+    stride
+        "groups" layout: the step between window starts.
     suffixes
         The file endings a folder listing picks up.
     strings

@@ -50,7 +50,8 @@ class CorpusIndex:
     A global index maps to (file, local row) with ``searchsorted`` on the
     cumulative counts; memory and pickle size grow with files, not samples.
     Built by :func:`~h5pool.index.obtain.obtain_index`; saved and loaded with
-    :meth:`save` and :meth:`load`."""
+    :meth:`save` and :meth:`load`.
+    """
 
     files: PathList
     counts: IntArray

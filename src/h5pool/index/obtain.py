@@ -75,8 +75,12 @@ def obtain_index(
     ----------
     files
         Paths, folders, globs or URLs, as the dataset takes them.
-    layout, keys, group
-        What a sample is (see :class:`~h5pool.PooledH5Dataset`).
+    layout
+        ``"rows"``, ``"members"`` or ``"groups"``.
+    keys
+        The datasets of a sample (see :class:`~h5pool.PooledH5Dataset`).
+    group
+        The group whose members or subgroups are the samples.
     pool
         The pool that lists and scans the files; left with files open, for the
         caller to close.

@@ -58,8 +58,12 @@ class Loader:
         A "rows" dataset, or a "groups" one with ``window``.
     batch_size
         Samples per batch.
-    shuffle, files_per_block, seed
-        The order, as :class:`~h5pool.BlockShuffleSampler` makes it.
+    shuffle
+        Shuffle blocks of files and the samples within them (``False``: natural order).
+    files_per_block
+        Files shuffled together (``None``: half the pool).
+    seed
+        With the epoch, fixes the order on every rank and run.
     drop_last
         Trim the epoch instead of padding it, and drop the last, shorter batch.
     num_threads
@@ -72,11 +76,16 @@ class Loader:
         Pin batches where CUDA exists.
     transform
         ``transform(batch) -> batch``, once per batch (in the workers if any).
-    num_replicas, rank
-        The share of the epoch; ``None``: from ``torch.distributed`` when
-        iteration starts.
-    multiprocessing_context, persistent_workers
-        As DataLoader takes them, for ``num_workers > 0``.
+    num_replicas
+        Ranks that share the epoch (``None``: from ``torch.distributed`` when
+        iteration starts).
+    rank
+        This process's rank (``None``: likewise).
+    multiprocessing_context
+        ``"fork"``, ``"spawn"`` or ``"forkserver"`` for the workers, as
+        DataLoader takes it.
+    persistent_workers
+        Keep the workers between epochs, as DataLoader does.
     progress
         A tqdm bar over each epoch.
 

@@ -83,13 +83,17 @@ class BlockShuffleSampler(DistributedSampler[int]):
         ``False`` keeps the natural order.
     seed
         With the epoch, fixes the order on every rank and run.
-    num_replicas, rank
-        The share of the epoch; ``None``: from ``torch.distributed`` when
-        iteration starts.
+    num_replicas
+        Ranks that share the epoch (``None``: from ``torch.distributed`` when
+        iteration starts).
+    rank
+        This process's rank (``None``: likewise).
     drop_last
         Drop the tail that does not divide among ranks instead of padding it.
-    batch_size, num_workers
-        The DataLoader's, so that each worker is dealt whole blocks.
+    batch_size
+        The DataLoader's batch size, so that batches are dealt whole.
+    num_workers
+        The DataLoader's workers, so that each is dealt its own blocks.
 
     Examples
     --------
