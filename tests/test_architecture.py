@@ -108,9 +108,25 @@ def test_there_is_no_import_circle() -> None:
     assert circles == []
 
 
+def lines_of_code(path: Path) -> int:
+    """Lines that are neither blank, nor comments, nor docstrings."""
+    text = path.read_text()
+    prose: set[int] = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Expr) and isinstance(getattr(node.value, "value", None), str):
+            prose.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return sum(
+        1
+        for number, line in enumerate(text.splitlines(), 1)
+        if number not in prose and line.strip() and not line.strip().startswith("#")
+    )
+
+
 def test_every_module_stays_small() -> None:
-    long = {name: len(path.read_text().splitlines()) for name, path in module_names().items()}
-    assert {name: n for name, n in long.items() if n > 400} == {}
+    """One job per module: about 300 lines of code at most, docstrings not counted
+    (they say why, and the public API's carry numpydoc sections)."""
+    sizes = {name: lines_of_code(path) for name, path in module_names().items()}
+    assert {name: n for name, n in sizes.items() if n > 320} == {}
 
 
 def modules_after_importing(statement: str) -> list[str]:

@@ -229,6 +229,16 @@ class PooledH5Dataset(Dataset[Any]):
         return self.index.files[file_number], local
 
     def __getitem__(self, index: int) -> Any:
+        """Sample ``index``: ``{key: value}`` by the layout's and the value rules,
+        passed through the transform if there is one.
+
+        Raises
+        ------
+        IndexError
+            ``index`` is out of range.
+        CorpusError
+            The file cannot be read, naming it, the key and the sample.
+        """
         file_number, local = self.index.locate(index)
         try:
             if self.layout == "rows":
@@ -322,6 +332,18 @@ class PooledH5Dataset(Dataset[Any]):
         count, as a writer appends to its keys one after another).  Rows that
         existed stay readable throughout; samplers and Loaders see the new ones
         from the next epoch on (DataLoader workers from their next start).
+
+        Returns
+        -------
+        int
+            The number of samples added.
+
+        Raises
+        ------
+        ValueError
+            Not the "rows" layout, or files not opened with ``swmr``.
+        FileChangedError
+            A file now has fewer rows than were indexed.
         """
         if not self.pool.appending or self.layout != "rows":
             raise ValueError("refresh() needs the 'rows' layout and file_kwargs={'swmr': True}")

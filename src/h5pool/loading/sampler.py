@@ -227,10 +227,27 @@ class BlockShuffleSampler(DistributedSampler[int]):
             skip = 0
 
     def state_dict(self) -> dict[str, Any]:
+        """``{"epoch", "seed", "yielded"}``: where a resume continues.
+
+        Under a plain DataLoader with workers, ``yielded`` counts what the
+        workers fetched ahead, not what the loop received; use torchdata's
+        ``StatefulDataLoader`` (or :class:`~h5pool.Loader`) to resume exactly.
+        """
         return {"epoch": self.epoch, "seed": self.seed, "yielded": self.yielded}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next iteration continues after the samples already yielded."""
+        """Resume: the next iteration continues after the samples already yielded.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state_dict` returned.
+
+        Raises
+        ------
+        ValueError
+            A negative ``yielded``.
+        """
         yielded = int(state["yielded"])
         if yielded < 0:
             raise ValueError(f"yielded must not be negative, got {yielded}")

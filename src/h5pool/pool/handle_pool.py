@@ -189,7 +189,25 @@ class HandlePool:
 
     @contextlib.contextmanager
     def open(self, path: str | os.PathLike[str]) -> Iterator[h5py.File]:
-        """Yield the open file for ``path``, pinned for the duration of the block."""
+        """Yield the open file for ``path``, pinned for the duration of the block.
+
+        Parameters
+        ----------
+        path
+            A local path (normalised with ``realpath``) or an fsspec URL.
+
+        Yields
+        ------
+        h5py.File
+            Open read-only; never evicted or closed while the block runs.
+
+        Raises
+        ------
+        CorpusError
+            The file is missing, unreadable or not HDF5 (naming it).
+        DescriptorLimitError
+            The process is out of descriptors and no idle handle is left to close.
+        """
         entry = self.acquire(path)
         try:
             yield entry.file
@@ -213,6 +231,27 @@ class HandlePool:
 
         ``resolved=True`` promises that ``path`` is a real path already (as an
         index's paths are), which saves a ``realpath`` of ~19 µs per new path.
+
+        Parameters
+        ----------
+        path
+            A local path or an fsspec URL.
+        raw
+            A plain descriptor is enough.
+        resolved
+            ``path`` is a real path already.
+
+        Returns
+        -------
+        PooledFile
+            The pinned entry; release it exactly once.
+
+        Raises
+        ------
+        CorpusError
+            The file is missing, unreadable or not HDF5 (naming it).
+        DescriptorLimitError
+            The process is out of descriptors and no idle handle is left to close.
         """
         key = os.fspath(path) if resolved else self._normalise(path)
         if self.pid != os.getpid():
@@ -241,6 +280,13 @@ class HandlePool:
             return entry
 
     def release(self, entry: PooledFile) -> None:
+        """Unpin ``entry``; an unpinned handle may be closed when the pool is full.
+
+        Raises
+        ------
+        RuntimeError
+            ``entry`` was released more often than it was acquired.
+        """
         with self._lock:
             if entry.pins <= 0:
                 raise RuntimeError(
@@ -276,6 +322,7 @@ class HandlePool:
             entry.close()
 
     def stats(self) -> PoolStats:
+        """This process's counters of the pool (a forked child starts from zero)."""
         with self._lock:
             return PoolStats(
                 max_open=self.max_open,
