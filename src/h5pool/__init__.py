@@ -68,9 +68,12 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
+        module = _MODULES.get(name, f"h5pool.{name}")
         try:  # subpackages and modules: h5pool.bench, h5pool.synthetic, ...
-            return importlib.import_module(_MODULES.get(name, f"h5pool.{name}"))
-        except ModuleNotFoundError:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a dependency of a real module is missing: say so
+                raise
             raise AttributeError(f"module 'h5pool' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
