@@ -137,7 +137,7 @@ def raw_pread(corpus: Corpus) -> Result:
     for path in corpus.files:
         with h5py.File(path, "r") as f:
             dataset = f[key]
-            offset = direct_offset(dataset)
+            offset = direct_offset(dataset, path)
             if offset is None:
                 return Result("raw-pread", 0, None, note=f"n/a: {key!r} is not contiguous")
             row_bytes = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize

@@ -214,6 +214,16 @@ def _unmappable_reason(
         return f"stored type differs from {dtype} (reduced precision or non-native layout)"
     if dataset.id.get_create_plist().get_external_count() > 0:
         return "external raw storage"
+    return held_elsewhere(dataset, path)
+
+
+def held_elsewhere(dataset: h5py.Dataset, path: str) -> str:
+    """Why the bytes of ``dataset`` are not in the file at ``path``, else ``""``.
+
+    An external link opens its target in another file, and ``get_offset()``
+    is an offset into *that* file: reading it from ``path``'s descriptor gives
+    another dataset's bytes.  Every direct read must ask this first.
+    """
     holder = dataset.file.filename
     if holder != path and os.path.realpath(holder) != os.path.realpath(path):
         return f"reached through an external link into {holder}"

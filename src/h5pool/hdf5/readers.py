@@ -18,18 +18,20 @@ import numpy.typing as npt
 
 from h5pool._typing import IntArray
 from h5pool.errors import ReadError, UnreadableFileError
-from h5pool.hdf5.byte_map import filter_name
+from h5pool.hdf5.byte_map import filter_name, held_elsewhere
 from h5pool.pool.pooled_file import PooledFile
 
 _DIRECT_KINDS = frozenset("biufc")
 
 
-def direct_offset(dataset: h5py.Dataset) -> int | None:
-    """File offset of a dataset whose raw bytes can be read as they are, else ``None``.
+def direct_offset(dataset: h5py.Dataset, path: str) -> int | None:
+    """Offset in the file at ``path`` of a dataset whose raw bytes can be read
+    as they are, else ``None``.
 
     Only contiguous layouts qualify (chunked, compact, virtual and external
-    storage, and therefore every filter, are excluded), and only fixed-size
-    numeric types whose size in the file equals numpy's.
+    storage, and therefore every filter, are excluded), only fixed-size
+    numeric types whose size in the file equals numpy's, and only datasets
+    whose bytes are in ``path`` itself, not reached through an external link.
     """
     dtype = dataset.dtype
     if dtype.kind not in _DIRECT_KINDS or dtype.hasobject:
@@ -38,6 +40,8 @@ def direct_offset(dataset: h5py.Dataset) -> int | None:
     if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_external_count() > 0:
         return None
     if dataset.id.get_type().get_size() != dtype.itemsize:
+        return None
+    if held_elsewhere(dataset, path):
         return None
     offset = dataset.id.get_offset()
     return int(offset) if offset is not None else None
@@ -192,7 +196,7 @@ def read_member(entry: PooledFile, name: str) -> npt.NDArray[Any]:
     check_filters_available(dataset, entry.path, f"member {name!r}")
     try:
         fd = entry.raw_fd()
-        offset = direct_offset(dataset) if fd is not None else None
+        offset = direct_offset(dataset, entry.path) if fd is not None else None
         if fd is None or offset is None or dataset.shape is None:
             return np.asarray(dataset[()])
         out = np.empty(dataset.shape, dtype=dataset.dtype)
