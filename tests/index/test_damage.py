@@ -156,3 +156,52 @@ def test_a_missing_filter_plugin_is_named_with_the_fix(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "filter 32008 (bitshuffle)" in result.stdout
     assert "pip install hdf5plugin" in result.stdout and "import hdf5plugin" in result.stdout
+
+
+#: The float32 datatype message's properties: bit offset 0, precision 32,
+#: exponent at bit 23 of 8 bits, mantissa at 0 of 23 bits, exponent bias 127.
+FLOAT32_PROPERTIES = bytes([0x00, 0x00, 0x20, 0x00, 0x17, 0x08, 0x00, 0x17, 0x7F, 0x00, 0x00, 0x00])
+
+
+def write_damaged_datatype(path: Path) -> None:
+    """A float32 dataset whose exponent bias is changed, as one flipped byte does:
+    HDF5 opens it, and h5py cannot find a numpy type for it."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=np.arange(40, dtype="f4").reshape(10, 4))
+        f.create_dataset("label", data=np.arange(10))
+    data = bytearray(path.read_bytes())
+    where = data.find(FLOAT32_PROPERTIES)
+    assert where > 0 and data.find(FLOAT32_PROPERTIES, where + 1) == -1
+    data[where + 10] = 0xFF  # the bias's third byte: 0xFF007F
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_datatype_is_an_unreadable_file_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.h5"
+    write_damaged_datatype(path)
+    with pytest.raises(UnreadableFileError, match="'data' has a datatype") as raised:
+        PooledH5Dataset(path, KEYS)
+    assert str(path) in str(raised.value) and isinstance(raised.value.__cause__, ValueError)
+    members = PooledH5Dataset(path, layout="members")
+    with pytest.raises(UnreadableFileError, match=r"sample 0: .*damaged.h5: '/data'"):
+        members[0]
+    assert int(members[1]["data"][9]) == 9  # the sound member still reads
+    make_corpus(tmp_path / "corpus", files=2, rows=3)
+    os.replace(path, tmp_path / "corpus" / "shard_00001_damaged.h5")
+    ds = PooledH5Dataset(tmp_path / "corpus", KEYS, on_error="skip")
+    assert len(ds) == 6 and [p.endswith("damaged.h5") for p, _ in ds.skipped] == [True]
+
+
+def test_a_name_that_is_not_utf8_does_not_break_the_missing_key_message(tmp_path: Path) -> None:
+    """Listing the file's datasets for the message met a name h5py gives as bytes."""
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("good", data=np.arange(3))
+        space = h5py.h5s.create_simple((3,))
+        h5py.h5d.create(f.id, b"bad\xff\xfe", h5py.h5t.NATIVE_INT32, space)
+    with pytest.raises(MissingKeyError, match=r"no dataset 'data'.*datasets: .*bad.*good"):
+        PooledH5Dataset(path, "data")
+    make_corpus(tmp_path / "corpus", files=2, rows=3)
+    os.replace(path, tmp_path / "corpus" / "shard_00001_names.h5")
+    ds = PooledH5Dataset(tmp_path / "corpus", KEYS, on_error="skip")
+    assert len(ds) == 6 and len(ds.skipped) == 1

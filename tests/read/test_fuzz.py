@@ -23,9 +23,10 @@ from h5pool import CorpusError, PooledH5Dataset
 from h5pool.cli.check import check_file
 from helpers.corpus import encoded
 
-pytestmark = pytest.mark.slow  # a process per copy: deselect with -m 'not slow'
-
-COPIES = 240
+#: Copies in the slow run (every seed) and in the fast suite (its first copies).
+COPIES, FAST_COPIES = 300, 40
+#: Half of the copies have their flips here, where most of the metadata is.
+METADATA_BYTES = 4096
 STORAGES = {
     "contiguous": {},
     "gzip-shuffle": {"chunks": (4, 8), "compression": "gzip", "shuffle": True},
@@ -34,9 +35,12 @@ STORAGES = {
 }
 
 
-def read_everything(path: str, answers: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """Runs in the forked child: every read path, then the checker."""
+def read_everything(path: str, sound: str, answers: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Runs in the forked child: every read path, then the checker, then a
+    corpus of the copy and a sound file with ``on_error="skip"``, which must
+    build (the copy skipped or read) whatever the damage."""
     try:
+        PooledH5Dataset([path, sound], ["data", "label"], on_error="skip")
         try:
             ds = PooledH5Dataset(path, ["data", "label"])
             for i in range(len(ds)):
@@ -67,24 +71,36 @@ def originals(folder: Path) -> list[Path]:
     return made
 
 
+def test_a_few_corrupted_copies(tmp_path: Path) -> None:
+    """The fast suite's share of the fuzz: the first copies of seed 0."""
+    check_copies(tmp_path, seed=0, copies=FAST_COPIES)
+
+
+@pytest.mark.slow  # a process per copy: deselect with -m 'not slow'
 @pytest.mark.parametrize("seed", [0, 1])
 def test_corrupted_copies_raise_corpus_errors_or_read(tmp_path: Path, seed: int) -> None:
+    check_copies(tmp_path, seed=seed, copies=COPIES // 2)
+
+
+def check_copies(tmp_path: Path, seed: int, copies: int) -> None:
+    """``copies`` damaged copies, each read in a forked child: a CorpusError or
+    values, never another exception, a crash or a hang."""
     sources = originals(tmp_path)
     rng = random.Random(seed)
     context = multiprocessing.get_context("fork")
     outcomes: Counter[str] = Counter()
     findings: list[str] = []
-    for number in range(COPIES // 2):
+    for number in range(copies):
         source = sources[number % len(sources)]
         data = bytearray(source.read_bytes())
-        metadata_only = number % 2 == 1  # the first 2 KiB hold most of the metadata
+        metadata_only = number % 2 == 1
         for _ in range(rng.randint(1, 8)):
-            position = rng.randrange(min(len(data), 2048) if metadata_only else len(data))
+            position = rng.randrange(min(len(data), METADATA_BYTES) if metadata_only else len(data))
             data[position] ^= 1 << rng.randrange(8)
         copy = tmp_path / f"copy{number}.h5"
         copy.write_bytes(bytes(data))
         answers = context.Queue()
-        child = context.Process(target=read_everything, args=(str(copy), answers))
+        child = context.Process(target=read_everything, args=(str(copy), str(source), answers))
         child.start()
         child.join(120)  # generous: a loaded machine is slow, a hang is far slower
         if child.is_alive():

@@ -5,7 +5,9 @@ Why each property:
 - *compact*: paths are a common root plus packed remainders, and the arrays are
   compressed, so a million files cost tens of megabytes, not hundreds;
 - *atomic*: it is written to a temporary file in the same folder and moved into
-  place with ``os.replace``, so a reader never sees half a file;
+  place with ``os.replace``, so a reader never sees half a file; its mode
+  follows the umask, as any written file's does, so other users of a shared
+  cluster can read it;
 - *validated*: a checksum over every array and consistency checks (lengths,
   non-negative counts, map positions inside their tables) run on load, and a
   cache that fails any of them is rebuilt with a warning, never trusted;
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +56,7 @@ def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: Arr
         dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp"
     )
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp makes 0600; others may read
         with os.fdopen(handle, "wb") as out:
             np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
             out.flush()
@@ -62,6 +66,17 @@ def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: Arr
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, which can only be read by setting it (and back)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Arrays]:

@@ -22,14 +22,15 @@ the file rescanned) or at the first read (and the read refused).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from h5pool._typing import FileSpec
-from h5pool.errors import CorpusError
 from h5pool.index.cache import IndexCacheError, cache_lock
 from h5pool.index.corpus_index import CorpusIndex, Layout, read_cache, save_index
 from h5pool.index.listing import HDF5_SUFFIXES, expand_files
@@ -105,8 +106,8 @@ def obtain_index(
     Raises
     ------
     CorpusError
-        A file that cannot be listed or scanned (with ``on_error="raise"``), or a
-        cache that cannot be written.
+        A file that cannot be listed or scanned (with ``on_error="raise"``).  A
+        cache that cannot be written is a warning: the index is built uncached.
     ValueError
         An unknown ``verify``, or a ``cache`` that is a folder.
     """
@@ -142,7 +143,9 @@ def obtain_index(
         )
     config = (layout, keys, group)
     source = source_of(files, suffixes)
-    with cache_lock(cache):
+    unwritable = why_unwritable(cache)
+    # A cache nobody can write needs no lock: it can only be read.
+    with contextlib.nullcontext() if unwritable else cache_lock(cache):
         cached, meta = _usable_cache(cache, config)
         skipped_before: Skipped = [(str(p), str(r)) for p, r in meta.get("skipped", [])]
         if cached is not None and verify == "trust":
@@ -162,9 +165,47 @@ def obtain_index(
         ):
             return cached, skipped_before, ScanStats(files_reused=len(cached.files))
         index, skipped, stats = build(paths, cached, verify != "listing")
-        if cached is None or not cached.same_entries(index) or meta.get("source") != source:
+        stale = cached is None or not cached.same_entries(index) or meta.get("source") != source
+        if stale and unwritable:
+            _warn_once(
+                cache,
+                f"h5pool: index cache {os.fspath(cache)}: {unwritable}; "
+                "the index is built without caching it",
+            )
+        elif stale:
             _save(index, cache, {"source": source, "skipped": skipped})
         return index, skipped, stats
+
+
+def why_unwritable(cache: str | os.PathLike[str]) -> str:
+    """Why the index cache cannot be written, or ``""`` when it can.
+
+    Asked before the scan, so an unwritable cache costs a warning, not a
+    scan thrown away.  The folder is tried by creating a file in it, which
+    tells the truth on read-only mounts and ACLs where ``os.access`` guesses.
+    """
+    folder = os.path.dirname(os.path.abspath(cache))
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".h5pool-probe-")
+    except OSError as exc:
+        return f"the folder {folder} cannot be written ({exc.strerror or exc})"
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return ""
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(cache: str | os.PathLike[str], message: str) -> None:
+    """One warning per cache and process: a Loader's ranks and restarts say it once each."""
+    name = os.path.abspath(cache)
+    if name not in _WARNED:
+        _WARNED.add(name)
+        logger.warning("%s", message)
 
 
 def _usable_cache(
@@ -178,7 +219,17 @@ def _usable_cache(
         logger.warning("h5pool: %s; rebuilding it", exc)
         return None, {}
     if (index.layout, index.keys, index.group) != config:
-        logger.info("h5pool: index cache %s was built for other keys or layout; rebuilding", cache)
+        logger.warning(
+            "h5pool: index cache %s was built for layout %r, keys %s, group %r, not layout %r, "
+            "keys %s, group %r; rebuilding it (give each configuration its own cache file)",
+            os.fspath(cache),
+            index.layout,
+            list(index.keys),
+            index.group,
+            config[0],
+            list(config[1]),
+            config[2],
+        )
         return None, {}
     return index, meta
 
@@ -191,7 +242,12 @@ def _same_listing(cached: CorpusIndex, skipped: Skipped, paths: Sequence[str]) -
 
 
 def _save(index: CorpusIndex, cache: str | os.PathLike[str], extra: dict[str, Any]) -> None:
+    """Write the cache; a failure (a full disk) is a warning: the index is built."""
     try:
         save_index(index, cache, extra)
     except OSError as exc:
-        raise CorpusError(f"cannot write the index cache {os.fspath(cache)}: {exc}") from exc
+        _warn_once(
+            cache,
+            f"h5pool: cannot write the index cache {os.fspath(cache)} ({exc}); "
+            "the index is built but not cached",
+        )

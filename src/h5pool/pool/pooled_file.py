@@ -95,29 +95,47 @@ class PooledFile:
             # The low-level open skips ~20 µs of high-level path handling per miss.
             dataset = h5py.Dataset(h5py.h5d.open(self.file.id, key.encode()))
         except (KeyError, ValueError, TypeError):
-            pass
-        else:
-            self._datasets[key] = dataset
-            return dataset
+            try:
+                node = self.file[key]
+            except KeyError as exc:
+                raise self._lookup_error(key, exc) from exc
+            if not isinstance(node, h5py.Dataset):
+                raise MissingKeyError(
+                    f"{self.path}: {key!r} is a {type(node).__name__}, not a dataset",
+                    path=self.path,
+                ) from None
+            dataset = node
+        self._check_datatype(key, dataset)
+        self._datasets[key] = dataset
+        return dataset
+
+    def _check_datatype(self, key: str, dataset: h5py.Dataset) -> None:
+        """Refuse a datatype numpy cannot represent, once, when the dataset opens.
+
+        A damaged datatype message (a float's exponent bias changed, say) opens
+        fine in HDF5 and fails later, wherever ``dataset.dtype`` is first asked,
+        with a ``ValueError`` that names neither file nor key.
+        """
         try:
-            node = self.file[key]
-        except KeyError as exc:
-            raise self._lookup_error(key, exc) from exc
-        if not isinstance(node, h5py.Dataset):
-            raise MissingKeyError(
-                f"{self.path}: {key!r} is a {type(node).__name__}, not a dataset",
+            dataset.dtype  # noqa: B018 -- h5py converts the datatype here
+        except (ValueError, TypeError) as exc:
+            raise UnreadableFileError(
+                f"{self.path}: {key!r} has a datatype numpy cannot represent "
+                f"(a damaged datatype message?): {exc}",
                 path=self.path,
-            )
-        self._datasets[key] = node
-        return node
+            ) from exc
 
     def _some_datasets(self, limit: int = 10) -> str:
-        """``datasets: a, b, ...``: up to ``limit`` of the file's datasets, for messages."""
+        """``datasets: a, b, ...``: up to ``limit`` of the file's datasets, for messages.
+
+        It builds an error message, so it never raises: a damaged file can give
+        names as ``bytes``, or fail while it is visited.
+        """
         found: list[str] = []
 
-        def visit(name: str, node: Any) -> bool | None:
+        def visit(name: str | bytes, node: Any) -> bool | None:
             if isinstance(node, h5py.Dataset):
-                found.append(name)
+                found.append(name if isinstance(name, str) else repr(name))
             return True if len(found) > limit else None  # a true value stops the visit
 
         try:
