@@ -147,7 +147,8 @@ def test_the_lower_layers_import_no_torch(package: str) -> None:
 @pytest.mark.parametrize(
     "statement",
     [
-        "from h5pool.cli.corpus_commands import run_index_command, run_info_command",
+        "from h5pool.cli.corpus_commands import run_index_command",
+        "from h5pool.cli.info_command import run_info_command",
         "from h5pool.cli.main import build_parser; build_parser()",
         "from h5pool.bench import synthetic, registry",
     ],

@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 
-from h5pool import PooledH5Dataset
+from h5pool import CorpusError, PooledH5Dataset
 from helpers.corpus import make_corpus
+from helpers.damaged import write_damaged_datatype
 from helpers.paths import SRC_DIR
 
 
@@ -178,7 +180,7 @@ def test_info_reports_datasets_and_bad_files(tmp_path: Path) -> None:
     (corpus / "broken.h5").write_bytes(b"not hdf5")
     out = tmp_path / "info.json"
     result = h5pool("info", str(corpus), "--key", "data", "--json", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # a bad file among good ones
     summary = json.loads(out.read_text())
     assert summary["files"] == 5 and summary["good_files"] == 4
     assert summary["samples"] == 20
@@ -246,7 +248,7 @@ def test_info_applies_the_datasets_checks_to_several_keys(tmp_path: Path) -> Non
     assert clean.returncode == 0 and "samples along axis 0 of 'data', 'label': 6" in clean.stdout
     assert len(PooledH5Dataset(good, ["data", "label"])) == 6
     mixed = h5pool("info", str(tmp_path / "c"), "--key", "data", "--key", "label")
-    assert mixed.returncode == 0
+    assert mixed.returncode == 3
     assert "unequal lengths on axis 0 ('data': 4, 'label': 5)" in mixed.stdout
     scalar = h5pool("info", str(odd), "--key", "scalar")
     assert scalar.returncode == 3 and "'scalar' is a scalar" in scalar.stdout
@@ -329,3 +331,96 @@ def test_info_follows_links_and_reports_groups(tmp_path: Path) -> None:
         f"groups under 'data' with 'actions', 'obs/agentview_image': 6 "
         f"(lengths {min(lengths)} to {max(lengths)}" in groups.stdout
     )
+
+
+def write_bad_files(folder: Path) -> dict[str, Path]:
+    """The four bad files of issue 18 among good ones: a missing key, unequal
+    lengths, a truncated file, and a text file named ``.h5``."""
+    make_corpus(folder, files=3, rows=4, width=2)
+    bad = {
+        name: folder / f"shard_1000{number}_{name}.h5"
+        for number, name in enumerate(["missing-key", "unequal", "truncated", "text"])
+    }
+    with h5py.File(bad["missing-key"], "w") as f:
+        f["data"] = np.zeros((4, 2))
+    with h5py.File(bad["unequal"], "w") as f:
+        f["data"] = np.zeros((4, 2))
+        f["label"] = np.zeros(5)
+    whole = (folder / "shard_00000.h5").read_bytes()
+    bad["truncated"].write_bytes(whole[: len(whole) // 2])
+    bad["text"].write_text("these are notes, not HDF5\n")
+    return bad
+
+
+@pytest.mark.parametrize("which", ["missing-key", "unequal", "truncated", "text"])
+def test_info_exits_3_whenever_a_file_is_bad(tmp_path: Path, which: str) -> None:
+    bad = write_bad_files(tmp_path / "all")
+    folder = tmp_path / "one"
+    make_corpus(folder, files=3, rows=4, width=2)
+    (folder / bad[which].name).write_bytes(bad[which].read_bytes())
+    result = h5pool("info", str(folder), "--key", "data", "label")
+    assert result.returncode == 3, result.stdout
+    assert "bad files: 1" in result.stdout and bad[which].name in result.stdout
+    assert "Traceback" not in result.stderr
+    if which == "text":  # a folder listing leaves out what is not HDF5, with a warning
+        assert len(PooledH5Dataset(folder, ["data", "label"]).skipped) == 1
+        return
+    with pytest.raises(CorpusError):
+        PooledH5Dataset(folder, ["data", "label"])
+
+
+def test_info_of_a_damaged_datatype_names_file_and_key(tmp_path: Path) -> None:
+    make_corpus(tmp_path, files=2, rows=3, width=2)
+    write_damaged_datatype(tmp_path / "shard_00005_damaged.h5")
+    for args in ([], ["--key", "data"]):
+        result = h5pool("info", str(tmp_path), *args)
+        assert result.returncode == 3 and "unexpected" not in result.stderr, result.stderr
+        assert "shard_00005_damaged.h5: 'data' has a datatype" in result.stdout
+
+
+def test_identical_reasons_are_one_line_and_groups_are_suggested(tmp_path: Path) -> None:
+    from helpers.robomimic import write_robomimic_corpus
+
+    write_robomimic_corpus(tmp_path / "robot", files=20, demos=2)
+    result = h5pool("info", str(tmp_path / "robot"), "--key", "actions")
+    assert result.returncode == 3
+    lines = result.stdout.splitlines()
+    assert "bad files: 20" in lines
+    assert sum("no dataset 'actions'" in line for line in lines) == 1
+    assert any(line.startswith("  20 files: no dataset 'actions' in the file") for line in lines)
+    assert any("and 17 more" in line for line in lines)
+    assert (
+        "hint: " in result.stdout and "--layout groups --group data --key actions" in result.stdout
+    )
+    grouped = h5pool(
+        "info", str(tmp_path / "robot"), "--layout", "groups", "--group", "data", "--key", "actions"
+    )
+    assert grouped.returncode == 0 and "bad files: none" in grouped.stdout
+
+
+@pytest.mark.parametrize("layout", ["rows", "members", "groups"])
+def test_every_command_takes_every_layout(tmp_path: Path, layout: str) -> None:
+    """index and info take the layouts the dataset takes, and the cache that
+    index writes is the one the dataset then reads without scanning."""
+    from helpers.robomimic import write_robomimic_corpus
+
+    folder = tmp_path / "corpus"
+    options: dict[str, Any] = {}
+    if layout == "groups":
+        write_robomimic_corpus(folder, files=3, demos=2)
+        args, options = ["--group", "data", "--key", "actions"], {"group": "data"}
+        keys: list[str] = ["actions"]
+    elif layout == "members":
+        make_corpus(folder, files=3, rows=4, width=2)
+        args, keys = [], ["data"]
+    else:
+        make_corpus(folder, files=3, rows=4, width=2)
+        args, keys = ["--key", "data"], ["data"]
+    cache = tmp_path / "index.npz"
+    built = h5pool("index", str(folder), "--out", str(cache), "--layout", layout, *args)
+    assert built.returncode == 0, built.stderr
+    info = h5pool("info", str(folder), "--layout", layout, *args)
+    assert info.returncode == 0, info.stdout + info.stderr
+    ds = PooledH5Dataset(folder, keys, layout=layout, index_cache=cache, **options)  # type: ignore[arg-type]
+    assert ds.index_stats.files_scanned == 0 and len(ds) > 0
+    assert f"{len(ds):,} sample" in built.stdout

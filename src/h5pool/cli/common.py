@@ -56,6 +56,32 @@ def check_output(path: str | None, option: str) -> None:
         raise UsageError(f"{option} {path}: cannot be written")
 
 
+#: Every command that reads a corpus takes the same layouts as PooledH5Dataset.
+LAYOUTS = ("rows", "members", "groups")
+
+
+def add_layout_options(command: argparse.ArgumentParser, key_help: str) -> None:
+    """``--key``, ``--layout`` and ``--group``, the same for every command."""
+    command.add_argument("--key", nargs="+", action="extend", help=key_help)
+    command.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="rows",
+        help="rows: samples along axis 0 of --key; members: one sample per dataset under "
+        "--group; groups: one sample per group under --group (robomimic demos), with --key "
+        "the datasets inside each group",
+    )
+    command.add_argument(
+        "--group", default="/", help="the group holding the members or the sample groups"
+    )
+
+
+def check_layout_options(args: argparse.Namespace) -> None:
+    """The combinations ``PooledH5Dataset`` refuses, refused before any work."""
+    if args.layout == "groups" and not args.key:
+        raise UsageError("--layout groups needs --key (the datasets inside each group)")
+
+
 def write(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 

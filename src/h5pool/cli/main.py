@@ -22,11 +22,13 @@ from h5pool.cli.common import (
     EXIT_DESCRIPTORS,
     EXIT_USAGE,
     UsageError,
+    add_layout_options,
     json_object,
     non_negative,
     positive,
 )
-from h5pool.cli.corpus_commands import run_check_command, run_index_command, run_info_command
+from h5pool.cli.corpus_commands import run_check_command, run_index_command
+from h5pool.cli.info_command import run_info_command
 from h5pool.errors import CorpusError, DescriptorLimitError
 
 logger = logging.getLogger("h5pool.cli.main")
@@ -186,22 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         "h5pool) or through HDF5, and why.",
     )
     info.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
-    info.add_argument(
-        "--key",
-        nargs="+",
-        action="extend",
-        help="the dataset(s) of the rows layout (--key a b, or --key a --key b): count "
-        "samples along axis 0 and apply the checks PooledH5Dataset applies (equal "
-        "lengths, no scalars, data inside the file)",
+    add_layout_options(
+        info,
+        "the dataset(s) of a sample (--key a b, or --key a --key b): count samples and "
+        "apply the checks PooledH5Dataset applies (equal lengths, no scalars, data inside "
+        "the file)",
     )
-    info.add_argument(
-        "--layout",
-        choices=["rows", "groups"],
-        default="rows",
-        help="groups: one sample per group under --group (robomimic demos); report "
-        "groups per file and their lengths instead of every dataset",
-    )
-    info.add_argument("--group", default="/", help="the group holding the sample groups")
     info.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     add_storage_options(info)
     info.set_defaults(run=run_info_command)
@@ -215,14 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("paths", nargs="+", help="HDF5 files, folders or glob patterns")
     index.add_argument("--out", required=True, metavar="INDEX", help="where to save the index")
-    index.add_argument(
-        "--key",
-        nargs="+",
-        action="extend",
-        help="dataset(s) of the rows layout (default: data; --key a b or --key a --key b)",
+    add_layout_options(
+        index, "the dataset(s) of a sample (default: data; --key a b or --key a --key b)"
     )
-    index.add_argument("--layout", choices=["rows", "members"], default="rows")
-    index.add_argument("--group", default="/", help="group of the members layout")
     index.add_argument(
         "--skip-bad",
         action="store_true",
