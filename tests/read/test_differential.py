@@ -74,6 +74,20 @@ def compound(f: h5py.File, name: str, data: np.ndarray) -> None:
     f.create_dataset(name, data=out, chunks=(4,), compression="gzip")
 
 
+def array_type(axes: tuple[int, ...], **options: Any) -> Writer:
+    """Elements of an HDF5 array type (``np.dtype(("<f4", axes))``): h5py reads
+    them as rows with trailing axes ``axes``, and so must every path."""
+
+    def write(f: h5py.File, name: str, data: np.ndarray) -> None:
+        element = np.dtype((data.dtype.str, axes))
+        inner = np.arange(int(np.prod(axes))).reshape(axes).astype(data.dtype)
+        full = data.reshape(*data.shape, *(1,) * len(axes)) + inner
+        dataset = f.create_dataset(name, shape=data.shape, dtype=element, **options)
+        dataset[...] = full
+
+    return write
+
+
 def soft_link(f: h5py.File, name: str, data: np.ndarray) -> None:
     f.create_dataset("group/target", data=data, chunks=(3, *data.shape[1:]), compression="gzip")
     f[name] = h5py.SoftLink("/group/target")
@@ -141,6 +155,11 @@ SPECIAL: dict[str, tuple[Any, Writer]] = {
     "compound": ("<i4", compound),
     "enum": (h5py.enum_dtype({"red": 0, "green": 1, "blue": 7}, basetype="u1"), plain()),
     "enum-chunked": (h5py.enum_dtype({"a": 0, "b": 1}, basetype="i1"), plain(chunks=(3,))),
+    "array-type": ("<f4", array_type((3,))),
+    "array-type-2d-gzip-shuffle": (
+        "<i2",
+        array_type((2, 2), chunks=(4, 3), compression="gzip", shuffle=True),
+    ),
 }
 
 
@@ -278,6 +297,8 @@ HDF5_PATHS = {
     "external-link",
     "reduced-precision",
     "compound",
+    "array-type",
+    "array-type-2d-gzip-shuffle",
 }
 
 

@@ -26,7 +26,9 @@ from h5pool import Loader, PooledH5Dataset
 from h5pool.hdf5.readers import direct_offset
 
 FILES = 2
-LINKS = ["plain", "soft-link", "external-link", "virtual"]
+#: How the data is reached; "array-type" is a plain dataset whose elements are an
+#: HDF5 array type holding the last axis, which h5py reads as that axis.
+LINKS = ["plain", "soft-link", "external-link", "virtual", "array-type"]
 STORAGE: dict[str, dict[str, Any]] = {
     "contiguous": {},
     "gzip-shuffle": {"chunks": True, "compression": "gzip", "shuffle": True},
@@ -48,6 +50,9 @@ def placer(link: str, storage: dict[str, Any], folder: Path, file_number: int) -
         hidden = "/store/" + name.strip("/").replace("/", "_")
         if link == "plain":
             f.create_dataset(name, data=data, **storage)
+        elif link == "array-type":
+            element = np.dtype((data.dtype.str, data.shape[-1:]))
+            f.create_dataset(name, shape=data.shape[:-1], dtype=element, **storage)[...] = data
         elif link == "soft-link":
             f.create_dataset(hidden, data=data, **storage)
             f[name] = h5py.SoftLink(hidden)

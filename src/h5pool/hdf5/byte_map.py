@@ -159,6 +159,12 @@ def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> File
     dtype = dataset.dtype
     shape = dataset.shape  # a property that asks HDF5 each time: once here
     row_shape = tuple(int(n) for n in shape[1:]) if shape else ()
+    if dtype.subdtype is not None:
+        # An HDF5 array type: h5py gives its elements as trailing axes, so do we.
+        # HDF5 reads it (a shuffle filter of one would work on the whole element).
+        base, axes = dtype.subdtype
+        spec = KeySpec(HDF5, dtype_to_text(base), (*row_shape, *axes), reason="HDF5 array type")
+        return FileKeyMap(spec)
     text = dtype_to_text(dtype)
 
     def hdf5(reason: str) -> FileKeyMap:

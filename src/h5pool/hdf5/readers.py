@@ -55,7 +55,16 @@ class RowReader:
     virtual and external storage, and runs filters h5pool cannot undo.
     """
 
-    __slots__ = ("_dataset", "dtype", "key", "length", "path", "row_shape")
+    __slots__ = (
+        "_dataset",
+        "_file_row_shape",
+        "_memory_type",
+        "dtype",
+        "key",
+        "length",
+        "path",
+        "row_shape",
+    )
 
     def __init__(self, entry: PooledFile, key: str) -> None:
         dataset = entry.dataset(key)
@@ -63,8 +72,16 @@ class RowReader:
         self.path = entry.path
         self.key = key
         self.length = int(shape[0])
-        self.row_shape: tuple[int, ...] = tuple(int(n) for n in shape[1:])
+        self._file_row_shape = tuple(int(n) for n in shape[1:])
+        self.row_shape: tuple[int, ...] = self._file_row_shape
         self.dtype: np.dtype[Any] = dataset.dtype
+        #: HDF5 array types come out as their base type with trailing axes, as
+        #: h5py gives them; HDF5 then converts into that memory type.
+        self._memory_type: Any = None
+        if self.dtype.subdtype is not None:
+            self._memory_type = h5py.h5t.py_create(self.dtype)
+            self.dtype, axes = self.dtype.subdtype
+            self.row_shape = (*self.row_shape, *axes)
         self._dataset = dataset
 
     def read_rows(self, rows: IntArray) -> npt.NDArray[Any]:
@@ -89,13 +106,13 @@ class RowReader:
         run_starts, run_lengths = consecutive_runs(rows)
         space = self._dataset.id.get_space()
         space.select_none()
-        zeros = (0,) * len(self.row_shape)
+        zeros = (0,) * len(self._file_row_shape)
         for start, length in zip(run_starts.tolist(), run_lengths.tolist(), strict=True):
             space.select_hyperslab(
-                (start, *zeros), (length, *self.row_shape), op=h5py.h5s.SELECT_OR
+                (start, *zeros), (length, *self._file_row_shape), op=h5py.h5s.SELECT_OR
             )
-        memory = h5py.h5s.create_simple(out.shape)
-        self._dataset.id.read(memory, space, out)
+        memory = h5py.h5s.create_simple((len(out), *self._file_row_shape))
+        self._dataset.id.read(memory, space, out, self._memory_type)
 
 
 def scatter_runs(
