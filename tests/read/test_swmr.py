@@ -96,3 +96,31 @@ def test_without_swmr_the_open_file_and_refresh_are_refused_clearly(tmp_path: Pa
     ds = PooledH5Dataset(tmp_path / "w.h5", ["data", "label"])  # written and closed
     with pytest.raises(ValueError, match="swmr"):
         ds.refresh()
+
+
+@pytest.mark.parametrize("how", ["pool closed", "evicted"])
+def test_a_grown_file_reopens_without_a_change_error(tmp_path: Path, how: str) -> None:
+    """Growth under SWMR is not a change, when the file is reopened as when its
+    stamp is checked: after the pool is closed, and after an eviction."""
+    writers = [start_writer(tmp_path / f"live_{n}.h5", n) for n in range(2)]
+    try:
+        ds = PooledH5Dataset(tmp_path, ["data", "label"], file_kwargs={"swmr": True}, max_open=1)
+        indexed = [encoded(f, r) for f in range(2) for r in range(6)]
+        assert labels(ds) == indexed
+        for writer in writers:
+            append(writer)
+        if how == "pool closed":
+            ds.pool.close()
+            assert labels(ds) == indexed
+        else:  # max_open=1: every switch between the two files evicts the other
+            for _ in range(2):
+                assert [int(ds[i]["label"]) for i in (0, 6, 1, 7, 11, 5)] == [
+                    indexed[i] for i in (0, 6, 1, 7, 11, 5)
+                ]
+        batch = ds.read_batch([0, 6, 11, 5])
+        assert [int(v) for v in batch["label"]] == [indexed[i] for i in (0, 6, 11, 5)]
+        assert bool((batch["data"][:, 0] == batch["label"].float()).all())
+        assert ds.refresh() == 10 and len(ds) == 22
+    finally:
+        for writer in writers:
+            writer.communicate("", timeout=60)
