@@ -50,14 +50,17 @@ def train(folder: str, window: int, stride: int, epochs: int) -> None:
     ds = PooledH5Dataset(folder, KEYS, layout="groups", group="data", window=window, stride=stride)
     logger.info("%d files, %d windows of %d steps", len(ds.files), len(ds), window)
     loader = Loader(ds, batch_size=16, seed=0)
-    policy = torch.nn.Linear(16 * 16 * 3, 7)
+    # Sized from the data: cameras and action spaces differ between corpora.
+    first = ds[0]
+    pixels = int(np.prod(first["obs/agentview_image"].shape[1:]))
+    policy = torch.nn.Linear(pixels, int(first["actions"].shape[-1]))
     optimiser = torch.optim.Adam(policy.parameters(), lr=1e-3)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         windows = 0
         for batch in loader:
-            images = batch["obs/agentview_image"].float() / 255  # (B, W, 16, 16, 3)
-            actions = batch["actions"]  # (B, W, 7)
+            images = batch["obs/agentview_image"].float() / 255  # (B, W, H, W', C)
+            actions = batch["actions"]  # (B, W, A)
             predicted = policy(images.flatten(start_dim=2))
             loss = torch.nn.functional.mse_loss(predicted, actions)
             optimiser.zero_grad()

@@ -88,3 +88,21 @@ def test_the_robomimic_example() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1:" in result.stderr and "windows of 10 steps" in result.stderr
+
+
+def test_the_robomimic_example_on_a_folder_of_another_image_size(tmp_path: Path) -> None:
+    """On a user's folder (8x8 images, not the 16x16 of its own corpus) the
+    policy is sized from the data."""
+    from helpers.robomimic import write_robomimic_corpus
+
+    write_robomimic_corpus(tmp_path / "robot", files=3, demos=3)
+    script = str(ROOT / "examples" / "robomimic_windows.py")
+    result = subprocess.run(
+        [sys.executable, script, str(tmp_path / "robot"), "--window", "4", "--stride", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1:" in result.stderr and "windows of 4 steps" in result.stderr
