@@ -129,6 +129,9 @@ def test_bench_on_a_compressed_synthetic_corpus(tmp_path: Path) -> None:
     assert rows["raw-decode"]["samples"] == rows["pooled-read-batch"]["samples"] == 96
     assert rows["pooled-read-batch"]["cost_vs_raw_pread"] is not None
     assert "0 HDF5 opens" in rows["pooled-read-batch"]["note"]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("strategy"))
+    assert "vs raw-decode" in header and "vs raw read" not in header
+    assert "vs raw-decode: the cost against a Python loop of pread and decode" in result.stdout
 
 
 def test_bench_on_user_files_with_plot(tmp_path: Path) -> None:
@@ -424,3 +427,42 @@ def test_every_command_takes_every_layout(tmp_path: Path, layout: str) -> None:
     ds = PooledH5Dataset(folder, keys, layout=layout, index_cache=cache, **options)  # type: ignore[arg-type]
     assert ds.index_stats.files_scanned == 0 and len(ds) > 0
     assert f"{len(ds):,} sample" in built.stdout
+
+
+def test_the_bench_table_explains_its_columns_and_the_plot_has_a_legend(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from h5pool.cli.bench_command import draw_plot, format_table
+
+    def row(strategy: str, rate: float, note: str = "") -> dict[str, Any]:
+        return {
+            "strategy": strategy,
+            "us_per_sample": 1e6 / rate,
+            "samples_per_s": rate,
+            "speedup_vs_open_per_sample": 1.0,
+            "cost_vs_raw_pread": 1.0,
+            "peak_open": 1,
+            "note": note,
+        }
+
+    report = {
+        "corpus": "test",
+        "fd_limit": 1024,
+        "machine": "test",
+        "floor": "raw-pread",
+        "results": [
+            row("open-per-sample", 1e3),
+            row("loader-threads", 5e4, "num_threads=1, waited 97%"),
+            row("raw-pread", 1e6),
+        ],
+    }
+    table = format_table(report)
+    header = table.splitlines()[4]
+    assert "vs raw-pread" in header
+    assert "waited N%: the share of the Loader loop spent waiting" in table
+    labels = draw_plot(report, str(tmp_path / "plot.png"))
+    assert labels == [
+        "h5pool",
+        "naive recipes",
+        "references (raw floors, h5py kept open, in memory)",
+    ]
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
