@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -272,3 +273,26 @@ def test_workers_open_only_their_own_files(corpus_5000: str) -> None:
     # Only the partial batches at the very end may mix the workers' files.
     assert len(both) <= 2 * 64 // 4, len(both)
     assert misses[0] + misses[1] <= 1.1 * 5000
+
+
+def test_state_dict_under_worker_prefetch_warns_once(corpus_50: list[str]) -> None:
+    """A plain DataLoader with workers draws indices ahead of delivery: the
+    sampler's state would skip them on resume, so state_dict() says so, once."""
+    ds = PooledH5Dataset(corpus_50, ["data", "label"], max_open=8)
+    sampler = BlockShuffleSampler(ds, seed=5)
+    loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2, prefetch_factor=4)
+    iterator = iter(loader)
+    delivered = sum(len(next(iterator)["label"]) for _ in range(3))
+    with pytest.warns(RuntimeWarning, match=r"draws up to 64 samples ahead.*StatefulDataLoader"):
+        state = sampler.state_dict()
+    assert state["yielded"] > delivered  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler.state_dict()  # once per sampler
+    del iterator
+    in_process = BlockShuffleSampler(ds, seed=5)
+    single = iter(DataLoader(ds, batch_size=8, sampler=in_process, num_workers=0))
+    next(single)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert in_process.state_dict()["yielded"] == 8  # no prefetch: exact, no warning

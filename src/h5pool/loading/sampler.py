@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
+import warnings
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +35,7 @@ from torch.utils.data import DistributedSampler
 
 from h5pool._typing import IntArray
 from h5pool.index.corpus_index import CorpusIndex
+from h5pool.loading.consumers import samples_drawn_ahead, sharded_again_by_accelerate
 from h5pool.loading.order import EpochOrder
 from h5pool.pool.handle_pool import HandlePool
 
@@ -134,6 +134,9 @@ class BlockShuffleSampler(DistributedSampler[int]):
         # Samples already yielded in the current epoch, for resuming mid-epoch.
         self.yielded = 0
         self._resume_from: int | None = None
+        # Samples the current consumer draws ahead of delivery (worker prefetch).
+        self._drawn_ahead = 0
+        self._warned_ahead = False
 
     @property
     def counts(self) -> IntArray:
@@ -207,13 +210,14 @@ class BlockShuffleSampler(DistributedSampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         num_replicas, _ = self._replicas.resolve(announce=True)
-        if num_replicas > 1 and _sharded_again_by_accelerate():
+        if num_replicas > 1 and sharded_again_by_accelerate():
             raise ValueError(
                 "BlockShuffleSampler already splits the corpus by rank, and accelerate's "
                 "prepare() shards this DataLoader's batches again: half the data would be lost. "
                 "Pass h5pool.Loader to prepare() instead (it is left as it is), or build the "
                 "sampler with num_replicas=1, rank=0 and let accelerate shard."
             )
+        self._drawn_ahead = samples_drawn_ahead()
         skip = self._resume_from or 0
         self._resume_from = None
         self.yielded = skip
@@ -230,9 +234,25 @@ class BlockShuffleSampler(DistributedSampler[int]):
         """``{"epoch", "seed", "yielded"}``: where a resume continues.
 
         Under a plain DataLoader with workers, ``yielded`` counts what the
-        workers fetched ahead, not what the loop received; use torchdata's
+        workers fetched ahead, not what the loop received, and the first call
+        in that case warns (once per sampler); use torchdata's
         ``StatefulDataLoader`` (or :class:`~h5pool.Loader`) to resume exactly.
+
+        Returns
+        -------
+        dict
+            The epoch, the seed and the samples yielded so far in the epoch.
         """
+        if self._drawn_ahead and not self._warned_ahead:
+            self._warned_ahead = True
+            warnings.warn(
+                f"BlockShuffleSampler.state_dict(): a DataLoader with workers draws up to "
+                f"{self._drawn_ahead} samples ahead of the batches it has delivered, so a "
+                "resume from this state skips those; use torchdata's StatefulDataLoader, "
+                "which checkpoints at delivery, or h5pool.Loader and its state_dict()",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return {"epoch": self.epoch, "seed": self.seed, "yielded": self.yielded}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,24 +279,6 @@ class BlockShuffleSampler(DistributedSampler[int]):
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def _sharded_again_by_accelerate() -> bool:
-    """True when accelerate's ``BatchSamplerShard`` is what iterates this sampler.
-
-    accelerate's ``prepare()`` shards every DataLoader's batches by process,
-    whatever its sampler; over a sampler that has already split by rank that
-    silently drops half the data.  The callers' frames say whether it is so.
-    """
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            return False
-        owner = frame.f_locals.get("self")
-        if type(owner).__name__ == "BatchSamplerShard" and getattr(owner, "num_processes", 1) > 1:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def check_rank(num_replicas: int, rank: int) -> None:
