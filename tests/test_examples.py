@@ -78,16 +78,19 @@ def test_the_torchrun_example() -> None:
     assert "epoch 1: 2 ranks read 704 distinct samples once each" in result.stdout + result.stderr
 
 
-def test_the_robomimic_example() -> None:
+def run_robomimic_example(*args: str) -> str:
+    """Run examples/robomimic_windows.py as a user would; its log (stderr)."""
+    script = str(ROOT / "examples" / "robomimic_windows.py")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "robomimic_windows.py"), "--epochs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=600, env=ENV
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 1:" in result.stderr and "windows of 10 steps" in result.stderr
+    return result.stderr
+
+
+def test_the_robomimic_example() -> None:
+    log = run_robomimic_example("--epochs", "2")
+    assert "epoch 1:" in log and "windows of 10 steps" in log
 
 
 def test_the_robomimic_example_on_a_folder_of_another_image_size(tmp_path: Path) -> None:
@@ -96,13 +99,5 @@ def test_the_robomimic_example_on_a_folder_of_another_image_size(tmp_path: Path)
     from helpers.robomimic import write_robomimic_corpus
 
     write_robomimic_corpus(tmp_path / "robot", files=3, demos=3)
-    script = str(ROOT / "examples" / "robomimic_windows.py")
-    result = subprocess.run(
-        [sys.executable, script, str(tmp_path / "robot"), "--window", "4", "--stride", "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "epoch 1:" in result.stderr and "windows of 4 steps" in result.stderr
+    log = run_robomimic_example(str(tmp_path / "robot"), "--window", "4", "--stride", "2")
+    assert "epoch 1:" in log and "windows of 4 steps" in log
