@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy.typing as npt
+import torch
 from torch.utils.data import Dataset
 
 from h5pool._typing import FileSpec, Indices, IntArray, Sample
@@ -24,6 +25,7 @@ from h5pool.index.corpus_index import Layout
 from h5pool.index.obtain import Verify, obtain_index
 from h5pool.index.paths import PathList
 from h5pool.index.swmr import take_in_appended_rows
+from h5pool.pool.file_table import DEFAULT_STALE_AFTER
 from h5pool.pool.handle_pool import HandlePool
 from h5pool.read.engine import ReadEngine
 from h5pool.read.named import NamedSamples, stack_samples
@@ -108,6 +110,11 @@ class PooledH5Dataset(Dataset[Any]):
         The file endings a folder listing picks up.
     strings
         String datasets as ``"str"`` (UTF-8 decoded) or ``"bytes"``.
+    stale_after
+        Seconds between two checks (an ``fstat``) that an open file is still the
+        one indexed, per file and process; a file rewritten or truncated under an
+        open descriptor is found within this bound, as NFS clients see attribute
+        changes within ``actimeo``.  0 checks at every visit.
 
     Raises
     ------
@@ -148,6 +155,7 @@ class PooledH5Dataset(Dataset[Any]):
         stride: int = 1,
         suffixes: Sequence[str] | None = None,
         strings: Strings = "str",
+        stale_after: float = DEFAULT_STALE_AFTER,
     ) -> None:
         if layout not in ("rows", "members", "groups"):
             raise ValueError(f"layout must be 'rows', 'members' or 'groups', not {layout!r}")
@@ -162,6 +170,10 @@ class PooledH5Dataset(Dataset[Any]):
         self.keys: tuple[str, ...] = (keys,) if isinstance(keys, str) else tuple(keys)
         if layout in ("rows", "groups") and not self.keys:
             raise ValueError(f"the {layout!r} layout needs at least one key")
+        if stale_after < 0:
+            raise ValueError(f"stale_after must be >= 0 seconds, not {stale_after}")
+        #: Seconds between two stamp checks of an open file (see the class docstring).
+        self.stale_after = float(stale_after)
         if strings not in ("str", "bytes"):
             raise ValueError(f"strings must be 'str' or 'bytes', not {strings!r}")
         #: String datasets as ``str`` (UTF-8 decoded) or as ``bytes``.
@@ -242,9 +254,12 @@ class PooledH5Dataset(Dataset[Any]):
         file_number, local = self.index.locate(index)
         try:
             if self.layout == "rows":
-                columns = self.engine.read_one(file_number, local)
+                engine = self.engine
+                columns = engine.read_one(file_number, local)
                 sample: Sample
-                if all(column.dtype.kind in _NUMBERS for column in columns.values()):
+                if engine.tensor_rows[file_number]:  # the shortest path: tensors as read
+                    sample = {key: torch.from_numpy(column) for key, column in columns.items()}
+                elif all(column.dtype.kind in _NUMBERS for column in columns.values()):
                     sample = {key: to_tensor(column) for key, column in columns.items()}
                 else:  # strings, records, ragged rows: as a batch of one gives them
                     one_row = {key: column[None] for key, column in columns.items()}
@@ -348,7 +363,7 @@ class PooledH5Dataset(Dataset[Any]):
         if not self.pool.appending or self.layout != "rows":
             raise ValueError("refresh() needs the 'rows' layout and file_kwargs={'swmr': True}")
         added = take_in_appended_rows(self.index, self.pool, self.keys)
-        self._engine = None  # its per-file tables were sized for the old counts
+        self.reset_engine()  # its per-file tables were sized for the old counts
         return added
 
     @property
@@ -364,14 +379,23 @@ class PooledH5Dataset(Dataset[Any]):
                     or self._engine_pid != os.getpid()
                     or engine.pool is not self.pool
                 ):
+                    self.reset_engine()
                     engine = ReadEngine(
                         self.index,
                         self.pool,
                         num_threads=self.num_threads,
                         chunk_cache_bytes=self.chunk_cache_bytes,
+                        stale_after=self.stale_after,
                     )
                     self._engine, self._engine_pid = engine, os.getpid()
         return engine
+
+    def reset_engine(self) -> None:
+        """Drop this process's read engine (closing its descriptors and threads); the
+        next read makes a new one, with a cold decoded-chunk cache."""
+        engine, self._engine = self._engine, None
+        if engine is not None and self._engine_pid == os.getpid():
+            engine.close()
 
     # -- pickling -------------------------------------------------------------------------
 

@@ -113,15 +113,22 @@ def test_raise_fd_limit_raises_the_soft_limit_towards_the_hard_one() -> None:
     assert callable(raise_fd_limit)
 
 
-def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stale_after", [0.0, 0.3])
+def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path, stale_after: float) -> None:
+    """Rewritten or truncated under an open descriptor: refused within ``stale_after``
+    seconds (0: at the next visit)."""
     import shutil
+    import time
 
     import h5py
 
     from h5pool import FileChangedError
 
+    def after_the_bound() -> None:
+        time.sleep(stale_after * 1.2)  # the bound, not a timing assertion
+
     files = make_corpus(tmp_path / "c", files=2, rows=8, width=2)
-    ds = PooledH5Dataset(files, ["data", "label"], max_open=4)
+    ds = PooledH5Dataset(files, ["data", "label"], max_open=4, stale_after=stale_after)
     assert decode_sample(ds[3]) == (0, 3)
     assert ds.read_batch([1, 9])["label"].tolist() == [1, 1001]
     # Rewrite file 0 in place (same inode, as `cp` does) while its handle is open.
@@ -130,6 +137,7 @@ def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path) -> None:
         f["data"] = np.full((8, 2), 7.0, "f4")
         f["label"] = np.full(8, 7)
     shutil.copyfile(other, files[0])
+    after_the_bound()
     with pytest.raises(FileChangedError, match="changed since it was indexed") as info:
         ds.read_batch([2, 10])
     assert files[0] in str(info.value)
@@ -138,6 +146,7 @@ def test_a_file_changed_under_an_open_handle_is_refused(tmp_path: Path) -> None:
         ds[4]
     with open(files[1], "r+b") as f:  # truncate the second one
         f.truncate(1024)
+    after_the_bound()
     with pytest.raises(FileChangedError):
         ds.read_batch([9])
 

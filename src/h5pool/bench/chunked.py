@@ -109,7 +109,7 @@ def floor(ds: PooledH5Dataset, key: str, batches: Sequence[IntArray]) -> float:
 
 def timed_read_batch(ds: PooledH5Dataset, batches: Sequence[IntArray]) -> float:
     ds.pool.close()
-    ds._engine = None  # a cold decoded-chunk cache, as the other readers start with
+    ds.reset_engine()  # a cold decoded-chunk cache, as the other readers start with
     start = time.perf_counter()
     for batch in batches:
         ds.read_batch(batch)
@@ -118,7 +118,7 @@ def timed_read_batch(ds: PooledH5Dataset, batches: Sequence[IntArray]) -> float:
 
 def timed_getitem(ds: PooledH5Dataset, batches: Sequence[IntArray]) -> float:
     ds.pool.close()
-    ds._engine = None
+    ds.reset_engine()
     start = time.perf_counter()
     for batch in batches:
         for index in batch.tolist():
@@ -161,7 +161,7 @@ def pooled_read_batch(corpus: Corpus) -> Result:
     dataset = corpus.dataset
     dataset.pool.close()
     dataset.pool = dataset.pool.empty_copy()
-    dataset._engine = None
+    dataset.reset_engine()
     seconds = timed_read_batch(dataset, batches)
     stats = dataset.pool.stats()
     dataset.pool.close()

@@ -126,13 +126,11 @@ def read_raw_chunk(fd: int, table_row: npt.NDArray[np.int64]) -> tuple[bytes, in
     return raw, mask
 
 
-def decode_raw_chunk(
-    stored: tuple[bytes, int] | None, geometry: ChunkGeometry, *, threaded: bool = False
-) -> npt.NDArray[Any]:
+def decode_raw_chunk(stored: tuple[bytes, int] | None, geometry: ChunkGeometry) -> npt.NDArray[Any]:
     if stored is None:
         return geometry.fill_chunk
     raw, mask = stored
-    data = decode_chunk(raw, geometry.spec.filters, mask, geometry.chunk_bytes, threaded=threaded)
+    data = decode_chunk(raw, geometry.spec.filters, mask, geometry.chunk_bytes)
     return np.frombuffer(data, dtype=geometry.dtype).reshape(geometry.chunk_shape)
 
 

@@ -23,8 +23,9 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import cachetools
 import h5py
@@ -39,6 +40,9 @@ from h5pool.pool.fork_hooks import hook_exit_of_this_process, track
 from h5pool.pool.lru import HandleLRU, PoolStats
 from h5pool.pool.pooled_file import PooledFile, open_descriptor, open_error
 from h5pool.pool.remote import Filesystems, is_url, open_remote, remote_error, remote_stamp
+
+if TYPE_CHECKING:
+    from h5pool.pool.file_table import FileTable
 
 logger = logging.getLogger(__name__)
 #: Paths whose ``realpath`` a pool remembers.
@@ -114,6 +118,10 @@ class HandlePool:
         self.storage_options: dict[str, Any] = dict(storage_options or {})
         #: Options of fsspec's ``open`` for URLs (cache type, block size).
         self.open_options: dict[str, Any] = dict(open_options or {})
+        #: File tables (one per read engine) that share this pool's lock and budget.
+        self._tables: weakref.WeakSet[FileTable] = weakref.WeakSet()
+        #: Descriptors closed by tables that were dropped unclosed, to count back.
+        self.returned_descriptors: list[int] = []
         self._setup_process_state(fork_resets=0)
         track(self)
 
@@ -131,6 +139,7 @@ class HandlePool:
         self._emfile_retries = self._overflows = self._peak = 0
         self._hdf5_opens = self._raw_opens = self._descriptors = 0
         self._fork_resets = fork_resets
+        self.returned_descriptors.clear()  # counts of the parent's descriptors
         hook_exit_of_this_process()
 
     def forget_inherited_handles(self) -> None:
@@ -146,6 +155,8 @@ class HandlePool:
         self._setup_process_state(fork_resets=self._fork_resets + 1)
         for entry in inherited:
             entry.close()
+        for table in list(self._tables):
+            table.forget_locked()
         if inherited:
             logger.debug("h5pool: closed %d handles inherited across fork", len(inherited))
 
@@ -179,7 +190,7 @@ class HandlePool:
     # -- public API -----------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._handles)
+        return len(self._handles) + sum(table.open_count for table in list(self._tables))
 
     def __enter__(self) -> HandlePool:
         return self
@@ -318,12 +329,15 @@ class HandlePool:
                 self._descriptors -= entry.descriptors
             for entry in self._handles.values():
                 entry.doomed = True
+            for table in list(self._tables):
+                table.close_idle_locked()
         for entry in idle:
             entry.close()
 
     def stats(self) -> PoolStats:
         """This process's counters of the pool (a forked child starts from zero)."""
         with self._lock:
+            tables = list(self._tables)
             return PoolStats(
                 max_open=self.max_open,
                 hits=self._hits,
@@ -332,8 +346,9 @@ class HandlePool:
                 fork_resets=self._fork_resets,
                 emfile_retries=self._emfile_retries,
                 overflows=self._overflows,
-                open_files=len(self._handles),
-                pinned_files=sum(1 for entry in self._handles.values() if entry.pins),
+                open_files=len(self._handles) + sum(t.open_count for t in tables),
+                pinned_files=sum(1 for entry in self._handles.values() if entry.pins)
+                + sum(int((t.pins > 0).sum()) for t in tables),
                 peak_open_files=self._peak,
                 hdf5_opens=self._hdf5_opens,
                 raw_opens=self._raw_opens,
@@ -343,7 +358,50 @@ class HandlePool:
     def open_paths(self) -> list[str]:
         """The (normalised) paths open now."""
         with self._lock:
-            return list(self._handles.keys())
+            paths = list(self._handles.keys())
+            for table in list(self._tables):
+                paths.extend(table.open_paths())
+            return paths
+
+    # -- the file tables' side (see h5pool.pool.file_table) -----------------------
+
+    def attach_table(self, table: FileTable) -> None:
+        """Let ``table`` share this pool's lock and ``max_open`` budget."""
+        self._tables.add(table)
+
+    def detach_table(self, table: FileTable) -> None:
+        self._tables.discard(table)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """This process's lock of the pool (a forked child's is new)."""
+        return self._lock
+
+    def over_budget(self) -> bool:
+        return self._descriptors > self.max_open
+
+    def count_visits(self, *, hits: int, misses: int) -> None:
+        self._hits += hits
+        self._misses += misses
+
+    def make_room_locked(self, path: str) -> None:
+        self._make_room(path, 1)
+
+    def open_with_retry_locked(self, path: str, opener: Callable[[], int]) -> int:
+        fd: int = self._with_emfile_retry(path, opener)
+        self._raw_opens += 1
+        return fd
+
+    def descriptor_opened_locked(self) -> None:
+        self._descriptors += 1
+        self._peak = max(self._peak, self._descriptors)
+
+    def descriptors_closed_locked(self, count: int) -> None:
+        self._descriptors -= count
+
+    def trim_locked(self) -> None:
+        if self._descriptors > self.max_open:
+            self._evict_down_to(self.max_open)
 
     # -- internals --------------------------------------------------------------
 
@@ -374,12 +432,24 @@ class HandlePool:
     def _evict_down_to(self, size: int) -> bool:
         """Evict idle handles until at most ``size`` descriptors are held; False if
         every handle left is pinned."""
+        while self.returned_descriptors:
+            self._descriptors -= self.returned_descriptors.pop()
         while self._descriptors > size:
             try:
                 self._handles.popitem()
             except KeyError:
-                return False
+                return self._evict_from_tables(self._descriptors - size)
         return True
+
+    def _evict_from_tables(self, count: int) -> bool:
+        """Close ``count`` idle descriptors of the file tables; False if they lack them."""
+        for table in list(self._tables):
+            closed = table.evict_locked(count)
+            self._evictions += closed
+            count -= closed
+            if count <= 0:
+                return True
+        return False
 
     def _make_room(self, path: str, needed: int) -> None:
         if not self._evict_down_to(self.max_open - needed):

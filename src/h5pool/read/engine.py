@@ -1,15 +1,16 @@
-"""The read engine: runs a batch plan over the files of an index, in threads.
+"""The read engine: runs a batch's plan over the files of an index.
 
-A batch of (file, row) pairs is sorted into one *group* per file.  Each group
-pins its file once and, key by key, reads through the key's byte map
-(``pread``/``preadv`` of contiguous rows, or chunks decoded outside libhdf5)
-or, where there is no map, through HDF5.  Every row lands straight in its
-slot of one preallocated ``(B, ...)`` array per key, in request order.
+Files whose keys all have byte maps are reached through the pool's
+:class:`~h5pool.pool.file_table.FileTable`, by file number: a batch pins its
+distinct files in one array operation and each key's rows become a plan of
+arrays (:mod:`h5pool.read.plan`), run by the compiled kernel (contiguous rows)
+or by decoding each needed chunk once, in threads split by stored bytes.
+Files with a key that has no byte map go through the pool's HDF5 handles, one
+group of rows per file.  Every row lands straight in its slot of one
+preallocated ``(B, ...)`` array per key, in request order.
 
-Groups are independent, so a batch's groups are spread over a thread pool:
-``pread`` and the decoders release the GIL.  A file visit through byte maps
-costs an ``os.open`` instead of an HDF5 open; only files with a key that has
-no map are opened through HDF5.
+``ds[i]`` takes the shortest path: one table lookup, then one ``pread`` per key
+into the row's array.
 """
 
 from __future__ import annotations
@@ -31,26 +32,16 @@ from h5pool.errors import (
     MissingFileError,
     ReadError,
 )
-from h5pool.hdf5.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps
-from h5pool.hdf5.chunks import (
-    ChunkGeometry,
-    ChunkSource,
-    DecodedChunks,
-    decode_raw_chunk,
-    read_chunked_rows,
-    read_raw_chunk,
-)
-from h5pool.hdf5.decode import decodable_reason
+from h5pool.hdf5.byte_map import CHUNKED, CONTIGUOUS, KeyMaps
+from h5pool.hdf5.chunks import ChunkSource, DecodedChunks, read_chunked_rows
 from h5pool.hdf5.readers import RowReader, scatter_runs
 from h5pool.index.corpus_index import CorpusIndex
+from h5pool.pool.file_table import DEFAULT_STALE_AFTER, FileTable
 from h5pool.pool.handle_pool import HandlePool
 from h5pool.pool.pooled_file import PooledFile
-from h5pool.read.threads import (
-    THREADED_READ_BYTES,
-    BatchThreads,
-    default_batch_threads,
-    split_evenly,
-)
+from h5pool.read.key_kinds import CONTIGUOUS_ROWS, WHOLE_CHUNKS, KeyKinds
+from h5pool.read.plan import Rows, read_contiguous, read_whole_chunks
+from h5pool.read.threads import BatchThreads, default_batch_threads
 
 logger = logging.getLogger(__name__)
 Group = tuple[int, list[int], list[int]]
@@ -69,6 +60,7 @@ class ReadEngine:
         *,
         num_threads: int | None = None,
         chunk_cache_bytes: int,
+        stale_after: float = DEFAULT_STALE_AFTER,
     ) -> None:
         self.index = index
         self.pool = pool
@@ -77,92 +69,88 @@ class ReadEngine:
         self.threads = BatchThreads(self.num_threads)
         self.chunks = DecodedChunks(chunk_cache_bytes)
         self._memo_key = ("h5pool.read.engine", id(self))
-        self._last_single = -1  # the file of the last ds[i]: its stamp was just checked
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
-        # Per key and spec: numpy dtype, row shape, the effective kind, chunk geometry.
-        self._dtypes = [[s.numpy_dtype for s in m.specs] for m in self._maps]
-        plain = pool.plain_descriptor
-        self._kinds = [[_effective_kind(s, plain) for s in m.specs] for m in self._maps]
-        self._geometry = [
-            [ChunkGeometry.of(s) if kind == CHUNKED else None for s, kind in zip(m.specs, kinds)]  # noqa: B905
-            for m, kinds in zip(self._maps, self._kinds, strict=True)
-        ]
-        needs_hdf5 = np.zeros(len(index.files), dtype=bool)
-        for key_maps, kinds in zip(self._maps, self._kinds, strict=True):
-            hdf5_specs = np.array([kind == HDF5 for kind in kinds], dtype=bool)
-            needs_hdf5 |= hdf5_specs[key_maps.spec_ids]
-        self._needs_hdf5 = needs_hdf5.tolist()
-        contiguous = np.ones(len(index.files), dtype=bool)
-        for key_maps, kinds in zip(self._maps, self._kinds, strict=True):
-            contiguous &= np.array([k == CONTIGUOUS for k in kinds], dtype=bool)[key_maps.spec_ids]
-        self._all_contiguous = contiguous.tolist()
-        self._threaded = any(CHUNKED in kinds for kinds in self._kinds)
+        kinds = self.key_kinds = KeyKinds(self._maps, pool.plain_descriptor)
+        self._dtypes, self._kinds, self._geometry = kinds.dtypes, kinds.kinds, kinds.geometry
+        self._needs_hdf5 = kinds.needs_hdf5.tolist()
+        #: The files read through byte maps only, by number, through the file table.
+        self.table = (
+            FileTable(pool, index.files, self._stamp_of, stale_after=stale_after)
+            if pool.plain_descriptor
+            else None
+        )
+        self._by_table = (
+            ~kinds.needs_hdf5 if self.table is not None else np.zeros_like(kinds.needs_hdf5)
+        )
+        self._all_contiguous = (kinds.contiguous & self._by_table).tolist()
+        #: Per file: its rows are read by the shortest path and are tensors as read.
+        self.tensor_rows = (kinds.contiguous & self._by_table & kinds.tensors).tolist()
 
     # -- public --------------------------------------------------------------------
 
     def read(self, file_numbers: IntArray, rows: IntArray) -> dict[str, npt.NDArray[Any]]:
         """Rows ``rows[i]`` of files ``file_numbers[i]``, stacked per key in request order."""
-        count = len(file_numbers)
-        order = np.lexsort((rows, file_numbers))
-        sorted_files = file_numbers[order]
-        bounds = [0, *(np.flatnonzero(np.diff(sorted_files)) + 1).tolist(), count]
-        sorted_rows = rows[order].tolist()
-        positions = order.tolist()
-        file_list = sorted_files.tolist()
-        groups: list[Group] = [
-            (file_list[b], sorted_rows[b:e], positions[b:e]) for b, e in itertools.pairwise(bounds)
-        ]
-        outputs = self.allocate([g[0] for g in groups], count)
-        self._run(groups, outputs)
+        files = np.unique(file_numbers)
+        outputs = self.allocate(files, len(file_numbers))
+        by_table = self._by_table[file_numbers]
+        if by_table.all():
+            self._read_by_table(files, Rows(file_numbers, rows, file_numbers, None), outputs)
+            return outputs
+        picked = np.flatnonzero(by_table)
+        if len(picked):
+            plan = Rows(file_numbers[picked], rows[picked], file_numbers[picked], picked)
+            self._read_by_table(np.unique(plan.files), plan, outputs)
+        rest = np.flatnonzero(~by_table)
+        self._read_through_pool(file_numbers[rest], rows[rest], rest, outputs)
         return outputs
 
     def read_one(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
         """One row of every key, each an array of the row's shape.
 
-        Files whose keys are all contiguous take a short path: one ``preadv``
-        per key straight into the row's array, nothing else.
+        Files whose keys are all contiguous take the shortest path: one table
+        lookup, then one ``pread`` per key straight into the row's array.
         """
-        if self._all_contiguous[file_number]:
-            return self._read_one_contiguous(file_number, row)
-        outputs = self.allocate([file_number], 1)
-        self._read_group((file_number, [row], [0]), outputs, self._byte_views(outputs), None)
-        return {key: out[0, ...] for key, out in outputs.items()}
-
-    def _read_one_contiguous(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
-        entry = self._acquire(file_number)
+        if not self._all_contiguous[file_number]:
+            one = np.array([file_number], dtype=np.int64)
+            batch = self.read(one, np.array([row], dtype=np.int64))
+            return {key: out[0, ...] for key, out in batch.items()}
+        table = self.table
+        assert table is not None
+        fd = table.pin_one(file_number)
         try:
-            if file_number != self._last_single or self._memo_key not in entry.memo:
-                self._check_stamp(entry, file_number)
-                self._last_single = file_number
-            fd = entry.raw_fd()
-            assert fd is not None
             outputs: dict[str, npt.NDArray[Any]] = {}
             for number, key in enumerate(self.keys):
-                key_maps = self._maps[number]
-                spec_id = int(key_maps.spec_ids[file_number])
-                out = np.empty(key_maps.specs[spec_id].row_shape, self._dtypes[number][spec_id])
-                offset = int(key_maps.positions[file_number]) + row * out.nbytes
+                spec_ids, positions, shapes, dtypes = self.key_kinds.single[number]
+                spec_id = spec_ids[file_number] if spec_ids is not None else 0
+                out = np.empty(shapes[spec_id], dtypes[spec_id])
+                offset = positions[file_number] + row * out.nbytes
                 try:
                     got = os.preadv(fd, [out.data], offset) if out.nbytes else 0
                     if got != out.nbytes:
                         raise OSError(f"short read: got {got} of {out.nbytes} bytes")
                 except OSError as exc:
-                    raise self._read_error(entry.path, number, row, exc) from exc
+                    path = self.index.files[file_number]
+                    raise self._read_error(path, number, row, exc) from exc
                 outputs[key] = out
             return outputs
         finally:
-            self.pool.release(entry)
+            table.unpin_one(file_number)
 
     def kind(self, key: str, file_number: int) -> str:
         """How ``key`` of file ``file_number`` is read: contiguous, chunked or hdf5."""
         return self.kind_of(self.keys.index(key), file_number)
 
     def close(self) -> None:
+        """Stop the helper threads and close the file table's descriptors."""
         self.threads.close()
+        if self.table is not None:
+            self.table.close()
 
     # -- planning ------------------------------------------------------------------
 
-    def allocate(self, file_numbers: Sequence[int], count: int) -> dict[str, npt.NDArray[Any]]:
+    def allocate(
+        self, file_numbers: Sequence[int] | IntArray, count: int
+    ) -> dict[str, npt.NDArray[Any]]:
         """One empty ``(count, ...)`` array per key, shaped as the files' specs say."""
         outputs: dict[str, npt.NDArray[Any]] = {}
         for number, key in enumerate(self.keys):
@@ -175,7 +163,7 @@ class ReadEngine:
             outputs[key] = np.empty((count, *spec.row_shape), dtype=self._dtypes[number][first])
         return outputs
 
-    def _check_agree(self, number: int, file_numbers: Sequence[int], ids: Any) -> None:
+    def _check_agree(self, number: int, file_numbers: Sequence[int] | IntArray, ids: Any) -> None:
         key_maps = self._maps[number]
         seen: dict[tuple[Any, ...], int] = {}
         for file_number, spec_id in zip(file_numbers, ids.tolist(), strict=True):
@@ -193,82 +181,105 @@ class ReadEngine:
                     path=files[other],
                 )
 
-    # -- running -------------------------------------------------------------------
+    # -- running: through the file table -------------------------------------------
 
-    def _run(self, groups: list[Group], outputs: dict[str, npt.NDArray[Any]]) -> None:
-        """Read every group into ``outputs``; threads where they pay.
-
-        With chunked keys, the missing chunks of the whole batch are read first,
-        decoded in threads, then placed: decoding is the work that releases the
-        GIL.  Large contiguous batches spread whole groups over the threads.
-        """
-        views = self._byte_views(outputs)
-        workers = min(self.num_threads, len(groups))
-        prefetched: dict[Any, npt.NDArray[Any]] | None = None
-        verified: set[int] = set()
-        if workers >= 2 and self._threaded:
-            prefetched = self._prefetch_chunks(groups, workers, verified)
-        elif workers >= 2 and sum(out.nbytes for out in outputs.values()) >= THREADED_READ_BYTES:
-            self.threads.run(
-                lambda share: self._read_groups(share, outputs, views, None, verified),
-                split_evenly(groups, workers, [len(g[1]) for g in groups]),
-            )
-            return
-        self._read_groups(groups, outputs, views, prefetched, verified)
-
-    def _prefetch_chunks(
-        self, groups: list[Group], workers: int, verified: set[int]
-    ) -> dict[Any, npt.NDArray[Any]]:
-        """Read the stored bytes of every chunk the batch needs and the cache lacks,
-        then decode them in ``workers`` threads.  Files whose stamp it checked go
-        into ``verified``, so that placing their rows does not check again."""
-        jobs: list[tuple[Any, Any, ChunkGeometry, str, int, int]] = []
-        for file_number, rows, _ in groups:
-            chunked = [n for n in range(len(self.keys)) if self.kind_of(n, file_number) == CHUNKED]
-            if not chunked:
-                continue
-            entry = self._acquire(file_number)
-            path = entry.path
-            try:
-                self._check_stamp(entry, file_number)
-                verified.add(file_number)
-                fd = entry.raw_fd()
-                assert fd is not None
-                for number in chunked:
-                    source = self._source(number, file_number, fd, None)
-                    for chunk_number, row in source.missing(rows):
-                        try:
-                            stored = read_raw_chunk(fd, source.table[chunk_number])
-                        except Exception as exc:
-                            raise self._read_error(path, number, row, exc) from exc
-                        key = (*source.cache_key, chunk_number)
-                        jobs.append((key, stored, source.geometry, path, number, row))
-            finally:
-                self.pool.release(entry)
-        decoded: dict[Any, npt.NDArray[Any]] = {}
-
-        def decode(share: list[tuple[Any, Any, ChunkGeometry, str, int, int]]) -> None:
-            for key, stored, geometry, path, number, row in share:
-                try:
-                    decoded[key] = decode_raw_chunk(stored, geometry, threaded=True)
-                except Exception as exc:
-                    raise self._read_error(path, number, row, exc) from exc
-
-        self.threads.run(decode, split_evenly(jobs, min(workers, len(jobs)), None))
-        for key, chunk in decoded.items():
-            self.chunks.put(key, chunk)
-        return decoded
-
-    def _read_groups(
-        self,
-        groups: list[Group],
-        outputs: dict[str, npt.NDArray[Any]],
-        views: list[Any],
-        prefetched: dict[Any, npt.NDArray[Any]] | None,
-        verified: set[int],
+    def _read_by_table(
+        self, files: IntArray, plan: Rows, outputs: dict[str, npt.NDArray[Any]]
     ) -> None:
-        for group in groups:
-            self._read_group(group, outputs, views, prefetched, group[0] in verified)
+        """The plan's rows of every key; ``plan.fds`` holds file numbers on entry.
+
+        A batch pins its distinct files together, so one over more files than
+        ``max_open`` is read a slice of ``max_open`` files at a time.
+        """
+        budget = max(1, self.pool.max_open)
+        if len(files) <= budget:
+            self._read_pinned(files, plan, outputs)
+            return
+        slots = np.arange(len(plan.files)) if plan.slots is None else plan.slots
+        for begin in range(0, len(files), budget):
+            some = files[begin : begin + budget]
+            chosen = np.flatnonzero(np.isin(plan.files, some))
+            part = Rows(plan.files[chosen], plan.rows[chosen], plan.fds[chosen], slots[chosen])
+            self._read_pinned(some, part, outputs)
+
+    def _read_pinned(
+        self, files: IntArray, plan: Rows, outputs: dict[str, npt.NDArray[Any]]
+    ) -> None:
+        table = self.table
+        assert table is not None
+        table.pin(files)
+        try:
+            plan = Rows(plan.files, plan.rows, table.fds[plan.files], plan.slots)
+            for number, key in enumerate(self.keys):
+                codes = self.key_kinds.file_codes[number][plan.files]
+                first = int(codes[0])
+                if (codes == first).all():
+                    self._read_key(number, first, plan, outputs[key])
+                    continue
+                for code in np.unique(codes).tolist():
+                    chosen = np.flatnonzero(codes == code)
+                    slots = chosen if plan.slots is None else plan.slots[chosen]
+                    part = Rows(plan.files[chosen], plan.rows[chosen], plan.fds[chosen], slots)
+                    self._read_key(number, code, part, outputs[key])
+        finally:
+            table.unpin(files)
+
+    def _read_key(self, number: int, code: int, plan: Rows, out: npt.NDArray[Any]) -> None:
+        def on_error(position: int, exc: Exception) -> Exception:
+            if isinstance(exc, CorpusError):
+                return exc
+            path = self.index.files[int(plan.files[position])]
+            return self._read_error(path, number, int(plan.rows[position]), exc)
+
+        maps = self._maps[number]
+        if code == CONTIGUOUS_ROWS:
+            read_contiguous(plan, maps, self.index.sizes, out, on_error)
+        elif code == WHOLE_CHUNKS:
+            geometries, axes = self._geometry[number], self.key_kinds.first_axes[number]
+            read_whole_chunks(
+                plan, number, maps, geometries, axes, self.chunks, self.threads, out, on_error
+            )
+        else:
+            self._read_partial_chunks(number, plan, out)
+
+    def _read_partial_chunks(self, number: int, plan: Rows, out: npt.NDArray[Any]) -> None:
+        """The general chunked case (a row cut over several chunks): file by file."""
+        order = np.lexsort((plan.rows, plan.files))
+        slots = order if plan.slots is None else plan.slots[order]
+        files, rows, fds = plan.files[order], plan.rows[order], plan.fds[order]
+        bounds = [0, *(np.flatnonzero(np.diff(files)) + 1).tolist(), len(order)]
+        for begin, end in itertools.pairwise(bounds):
+            file_number = int(files[begin])
+            source = self._source(number, file_number, int(fds[begin]), None)
+            try:
+                read_chunked_rows(source, rows[begin:end].tolist(), slots[begin:end].tolist(), out)
+            except Exception as exc:
+                path = self.index.files[file_number]
+                raise self._read_error(path, number, int(rows[begin]), exc) from exc
+
+    def _stamp_of(self, file_number: int) -> tuple[int, int]:
+        return int(self.index.sizes[file_number]), int(self.index.mtimes[file_number])
+
+    # -- running: through the pool's HDF5 handles ------------------------------------
+
+    def _read_through_pool(
+        self,
+        file_numbers: IntArray,
+        rows: IntArray,
+        slots: IntArray,
+        outputs: dict[str, npt.NDArray[Any]],
+    ) -> None:
+        """Rows of files with a key that has no byte map: a group per file."""
+        order = np.lexsort((rows, file_numbers))
+        sorted_files = file_numbers[order]
+        bounds = [0, *(np.flatnonzero(np.diff(sorted_files)) + 1).tolist(), len(order)]
+        sorted_rows = rows[order].tolist()
+        positions = slots[order].tolist()
+        file_list = sorted_files.tolist()
+        views = self._byte_views(outputs)
+        for begin, end in itertools.pairwise(bounds):
+            group = (file_list[begin], sorted_rows[begin:end], positions[begin:end])
+            self._read_group(group, outputs, views)
 
     def _acquire(self, file_number: int) -> PooledFile:
         path = self.index.files[file_number]
@@ -291,19 +302,13 @@ class ReadEngine:
         return self._kinds[number][int(self._maps[number].spec_ids[file_number])]
 
     def _read_group(
-        self,
-        group: Group,
-        outputs: dict[str, npt.NDArray[Any]],
-        views: list[Any],
-        prefetched: dict[Any, npt.NDArray[Any]] | None,
-        verified: bool = False,
+        self, group: Group, outputs: dict[str, npt.NDArray[Any]], views: list[Any]
     ) -> None:
         file_number, rows, positions = group
         entry = self._acquire(file_number)
         path = entry.path
         try:
-            if not (verified and self._memo_key in entry.memo):  # checked in this batch
-                self._check_stamp(entry, file_number)
+            self._check_stamp(entry, file_number)
             fd = entry.raw_fd()
             for number, key in enumerate(self.keys):
                 key_maps = self._maps[number]
@@ -321,7 +326,7 @@ class ReadEngine:
                     elif kind == CHUNKED:
                         if fd is None:
                             raise OSError("no plain descriptor to read a byte map through")
-                        source = self._source(number, file_number, fd, prefetched)
+                        source = self._source(number, file_number, fd, None)
                         read_chunked_rows(source, rows, positions, outputs[key])
                     else:
                         reader = self._hdf5_reader(entry, number, file_number)
@@ -378,14 +383,3 @@ class ReadEngine:
             out.data.cast("B") if out.nbytes and out.dtype.kind in "biufc" else None
             for out in outputs.values()
         ]
-
-
-def _effective_kind(spec: Any, plain_descriptor: bool) -> str:
-    """The spec's kind, demoted to HDF5 when this process lacks one of its decoders,
-    or when the pool's driver gives no plain descriptor (an index cached under
-    another driver must not make a reader pread nothing)."""
-    if spec.kind != HDF5 and not plain_descriptor:
-        return HDF5
-    if spec.kind == CHUNKED and decodable_reason(spec.filters):
-        return HDF5
-    return str(spec.kind)

@@ -39,6 +39,11 @@ _NO_TENSOR = frozenset(np.dtype(t) for t in (np.longdouble, np.clongdouble)) - {
 }
 
 
+def tensor_ready(dtype: np.dtype[Any]) -> bool:
+    """True when a row of ``dtype`` becomes a tensor as it is (``torch.from_numpy``)."""
+    return dtype.kind in _TENSOR_KINDS and dtype.isnative and dtype not in _NO_TENSOR
+
+
 def to_tensor(array: npt.NDArray[Any]) -> Any:
     """A tensor sharing the array's memory; strings, objects and long doubles stay numpy."""
     if array.dtype.kind not in _TENSOR_KINDS or array.dtype.newbyteorder("=") in _NO_TENSOR:

@@ -1,0 +1,151 @@
+"""Batch plans as arrays: what a batch reads, worked out with numpy, run in C.
+
+Why: a batch of B rows used to be B trips through Python (a group per file, a
+``preadv`` and a list of buffers per run).  Here a key's rows become arrays
+with no Python loop per row:
+
+- *contiguous* keys: ``(descriptor, file offset, file size)`` per row, in
+  request order; :func:`h5pool.hdf5.kernel.read_rows` reads them straight into
+  the output, merging rows that follow on in one file into one ``pread``, with
+  the GIL released;
+- *chunked* keys whose chunks hold whole rows: the distinct chunks the batch
+  needs (``np.unique`` over their numbers in the key's chunk table) and, for
+  each chunk, which of its rows go to which slots.  Each chunk is read and
+  decoded once (cached ones not at all), in threads split by stored bytes, and
+  its rows are copied out with one numpy assignment.
+
+Python loops per chunk and per thread, never per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from h5pool._typing import IntArray
+from h5pool.hdf5.byte_map import KeyMaps
+from h5pool.hdf5.chunks import ChunkGeometry, DecodedChunks, decode_raw_chunk, read_raw_chunk
+from h5pool.hdf5.kernel import read_rows
+from h5pool.read.threads import BatchThreads, split_evenly
+
+#: Raised for the first row a failure touches: ``(position in the plan, error)``.
+OnError = Callable[[int, Exception], Exception]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of one key to read: where they come from and which slots they fill.
+
+    ``slots`` are positions in the output (``None``: the rows are the whole
+    output, in order); the other arrays have one entry per row.
+    """
+
+    files: IntArray
+    rows: IntArray
+    fds: IntArray
+    slots: IntArray | None
+
+
+def read_contiguous(
+    plan: Rows,
+    maps: KeyMaps,
+    sizes: IntArray,
+    out: npt.NDArray[Any],
+    on_error: OnError,
+) -> None:
+    """Rows of a contiguous key: one C call for the whole plan."""
+    row_bytes = out.strides[0] if out.ndim else out.itemsize
+    if not out.nbytes:
+        return
+    offsets = maps.positions[plan.files] + plan.rows * row_bytes
+    limits = sizes[plan.files]
+    target = out if plan.slots is None else np.empty((len(plan.rows), *out.shape[1:]), out.dtype)
+    try:
+        read_rows(plan.fds, offsets, limits, row_bytes, target)
+    except OSError as exc:
+        raise on_error(int(getattr(exc, "row", 0)), exc) from exc
+    if plan.slots is not None:
+        out[plan.slots] = target
+
+
+def read_whole_chunks(
+    plan: Rows,
+    number: int,
+    maps: KeyMaps,
+    geometries: list[ChunkGeometry | None],
+    first_axes: IntArray,
+    cache: DecodedChunks,
+    threads: BatchThreads,
+    out: npt.NDArray[Any],
+    on_error: OnError,
+) -> int:
+    """Rows of a chunked key whose chunks each hold whole rows; the chunks decoded."""
+    spec_ids = maps.spec_ids[plan.files]
+    first_axis = first_axes[spec_ids]
+    chunk_rows = plan.rows // first_axis
+    chunk_ids = maps.positions[plan.files] + chunk_rows  # numbers in maps.chunks
+    unique, first_use, inverse = np.unique(chunk_ids, return_index=True, return_inverse=True)
+    chunks: list[npt.NDArray[Any] | None] = [cache.get((number, gid)) for gid in unique.tolist()]
+    missing = [u for u, chunk in enumerate(chunks) if chunk is None]
+    if missing:
+        _decode(plan, number, maps, geometries, spec_ids, unique, first_use, missing, chunks,
+                cache, threads, on_error)  # fmt: skip
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    local = (plan.rows - chunk_rows * first_axis)[order]
+    slots = order if plan.slots is None else plan.slots[order]
+    starts = [0, *bounds.tolist()]
+    ends = [*bounds.tolist(), len(order)]
+    for chunk, start, end in zip(chunks, starts, ends, strict=True):
+        assert chunk is not None
+        if end - start == 1:  # "..." copies a row as bytes (a scalar would normalise it)
+            out[slots[start], ...] = chunk[local[start], ...]
+        else:
+            out[slots[start:end]] = chunk[local[start:end]]
+    return len(missing)
+
+
+def _decode(
+    plan: Rows,
+    number: int,
+    maps: KeyMaps,
+    geometries: list[ChunkGeometry | None],
+    spec_ids: npt.NDArray[Any],
+    unique: IntArray,
+    first_use: IntArray,
+    missing: list[int],
+    chunks: list[npt.NDArray[Any] | None],
+    cache: DecodedChunks,
+    threads: BatchThreads,
+    on_error: OnError,
+) -> None:
+    """Read and decode the ``missing`` chunks, in threads split by stored bytes."""
+    table = maps.chunks[unique[missing]]
+
+    def decode(share: list[int]) -> None:
+        for position in share:
+            u = missing[position]
+            user = int(first_use[u])
+            geometry = geometries[int(spec_ids[user])]
+            assert geometry is not None
+            try:
+                stored = read_raw_chunk(int(plan.fds[user]), table[position])
+                chunks[u] = decode_raw_chunk(stored, geometry)
+            except Exception as exc:
+                raise on_error(user, exc) from exc
+
+    positions = list(range(len(missing)))
+    workers = min(threads.num_threads, len(missing))
+    if workers < 2:
+        decode(positions)
+    else:
+        weights = np.maximum(table[:, 1], 1).tolist()
+        threads.run(decode, split_evenly(positions, workers, weights))
+    for u in missing:
+        chunk = chunks[u]
+        assert chunk is not None
+        cache.put((number, int(unique[u])), chunk)
