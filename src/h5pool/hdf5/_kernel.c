@@ -19,6 +19,9 @@
  *   inflate(src, dst) -> int
  *       zlib-inflate src into exactly len(dst) bytes; returns the bytes made,
  *       or raises ValueError for data that is not a deflate stream of that size.
+ *   decode_chunks(...) -> (failed, code)
+ *       read, inflate and unshuffle a list of chunks, each into its own buffer
+ *       (see below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +30,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+
+static void unshuffle_bytes(const unsigned char *in, unsigned char *to, Py_ssize_t length,
+                            Py_ssize_t itemsize);
 
 static int
 int64_view(PyObject *object, Py_buffer *view, const char *name)
@@ -144,38 +150,9 @@ unshuffle(PyObject *Py_UNUSED(self), PyObject *args)
         PyBuffer_Release(&target);
         return NULL;
     }
-    const unsigned char *in = source.buf;
-    unsigned char *to = target.buf;
-    Py_ssize_t elements = source.len / itemsize;
-    Py_ssize_t whole = elements * itemsize;
     /* Under 256 KiB this takes less than handing the GIL over costs. */
     PyThreadState *state = source.len >= (256 << 10) ? PyEval_SaveThread() : NULL;
-    if (itemsize == 4) { /* the common case: words gathered from 4 planes, vectorised */
-        const unsigned char *p0 = in, *p1 = in + elements, *p2 = in + 2 * elements,
-                            *p3 = in + 3 * elements;
-        for (Py_ssize_t element = 0; element < elements; element++) {
-            unsigned char *word = to + element * 4;
-            word[0] = p0[element];
-            word[1] = p1[element];
-            word[2] = p2[element];
-            word[3] = p3[element];
-        }
-    } else if (itemsize == 8) {
-        for (Py_ssize_t element = 0; element < elements; element++) {
-            unsigned char *word = to + element * 8;
-            for (int byte = 0; byte < 8; byte++)
-                word[byte] = in[byte * elements + element];
-        }
-    } else {
-        for (Py_ssize_t byte = 0; byte < itemsize; byte++) {
-            const unsigned char *plane = in + byte * elements;
-            unsigned char *column = to + byte;
-            for (Py_ssize_t element = 0; element < elements; element++)
-                column[element * itemsize] = plane[element];
-        }
-    }
-    /* Bytes past the last whole element are stored as they are. */
-    memcpy(to + whole, in + whole, (size_t)(source.len - whole));
+    unshuffle_bytes(source.buf, target.buf, source.len, itemsize);
     if (state != NULL)
         PyEval_RestoreThread(state);
     PyBuffer_Release(&source);
@@ -221,7 +198,180 @@ inflate_into(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromSsize_t(made);
 }
 
+/* Read, inflate and unshuffle chunks into their own buffers, the GIL released.
+ *
+ * decode_chunks(fds, offsets, sizes, masks, limits, outs, deflate_at, shuffle_at, itemsize)
+ *   chunk i: sizes[i] stored bytes at offsets[i] of fds[i] (never past limits[i]);
+ *   filter positions deflate_at / shuffle_at (-1: absent) are skipped where the
+ *   chunk's mask has their bit; the result must fill outs[i] exactly.
+ *   -> (failed, code): code 0 done, > 0 errno, -1 short read, -2 outside the
+ *   file, -3 not a deflate stream, -4 decodes to another size, -5 no memory.
+ */
+static int
+pread_fully(int fd, unsigned char *into, int64_t wanted, int64_t offset)
+{
+    int64_t done = 0;
+    while (done < wanted) {
+        ssize_t got = pread(fd, into + done, (size_t)(wanted - done), (off_t)(offset + done));
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (got == 0)
+            return -1;
+        done += got;
+    }
+    return 0;
+}
+
+static int
+inflate_exactly(const unsigned char *in, int64_t length, unsigned char *to, int64_t wanted)
+{
+    z_stream stream;
+    memset(&stream, 0, sizeof(stream));
+    if (inflateInit2(&stream, 15) != Z_OK)
+        return -5;
+    stream.next_in = (Bytef *)in;
+    stream.avail_in = (uInt)length;
+    stream.next_out = to;
+    stream.avail_out = (uInt)wanted;
+    int status = inflate(&stream, Z_FINISH);
+    int64_t made = (int64_t)stream.total_out;
+    inflateEnd(&stream);
+    if (status != Z_STREAM_END)
+        return status == Z_BUF_ERROR && made == wanted ? -4 : -3;
+    return made == wanted ? 0 : -4;
+}
+
+static void
+unshuffle_bytes(const unsigned char *in, unsigned char *to, Py_ssize_t length, Py_ssize_t itemsize)
+{
+    Py_ssize_t elements = length / itemsize;
+    Py_ssize_t whole = elements * itemsize;
+    if (itemsize == 4) {
+        const unsigned char *p0 = in, *p1 = in + elements, *p2 = in + 2 * elements,
+                            *p3 = in + 3 * elements;
+        for (Py_ssize_t element = 0; element < elements; element++) {
+            unsigned char *word = to + element * 4;
+            word[0] = p0[element];
+            word[1] = p1[element];
+            word[2] = p2[element];
+            word[3] = p3[element];
+        }
+    } else {
+        for (Py_ssize_t byte = 0; byte < itemsize; byte++) {
+            const unsigned char *plane = in + byte * elements;
+            unsigned char *column = to + byte;
+            for (Py_ssize_t element = 0; element < elements; element++)
+                column[element * itemsize] = plane[element];
+        }
+    }
+    memcpy(to + whole, in + whole, (size_t)(length - whole));
+}
+
+static PyObject *
+decode_chunks(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *arrays[5], *outs_object;
+    int deflate_at, shuffle_at;
+    Py_ssize_t itemsize;
+    if (!PyArg_ParseTuple(args, "OOOOOOiin", &arrays[0], &arrays[1], &arrays[2], &arrays[3],
+                          &arrays[4], &outs_object, &deflate_at, &shuffle_at, &itemsize))
+        return NULL;
+    static const char *names[5] = {"fds", "offsets", "sizes", "masks", "limits"};
+    Py_buffer views[5];
+    int held = 0;
+    PyObject *result = NULL;
+    Py_buffer *outs = NULL;
+    Py_ssize_t outs_held = 0;
+    for (; held < 5; held++)
+        if (int64_view(arrays[held], &views[held], names[held]) < 0)
+            goto done;
+    Py_ssize_t count = views[0].len / 8;
+    for (int i = 1; i < 5; i++)
+        if (views[i].len / 8 != count) {
+            PyErr_SetString(PyExc_ValueError, "the chunk arrays differ in length");
+            goto done;
+        }
+    if (!PyList_Check(outs_object) || PyList_GET_SIZE(outs_object) != count) {
+        PyErr_SetString(PyExc_ValueError, "outs must be a list with one buffer per chunk");
+        goto done;
+    }
+    if (itemsize < 1) {
+        PyErr_SetString(PyExc_ValueError, "itemsize must be at least 1");
+        goto done;
+    }
+    outs = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Py_buffer));
+    if (outs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; outs_held < count; outs_held++)
+        if (PyObject_GetBuffer(PyList_GET_ITEM(outs_object, outs_held), &outs[outs_held],
+                               PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+    const int64_t *fd = views[0].buf, *offset = views[1].buf, *size = views[2].buf,
+                  *mask = views[3].buf, *limit = views[4].buf;
+    Py_ssize_t failed = -1;
+    long code = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t largest_stored = 0, largest_chunk = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (size[i] > largest_stored)
+            largest_stored = size[i];
+        if (outs[i].len > largest_chunk)
+            largest_chunk = outs[i].len;
+    }
+    unsigned char *stored = malloc((size_t)(largest_stored ? largest_stored : 1));
+    unsigned char *inflated = malloc((size_t)(largest_chunk ? largest_chunk : 1));
+    if (stored == NULL || inflated == NULL) {
+        failed = 0;
+        code = -5;
+    }
+    for (Py_ssize_t i = 0; i < count && code == 0; i++) {
+        unsigned char *target = outs[i].buf;
+        int64_t wanted = outs[i].len;
+        if (offset[i] < 0 || size[i] < 0 || fd[i] < 0 || offset[i] > limit[i] - size[i]) {
+            code = -2;
+        } else if ((code = pread_fully((int)fd[i], stored, size[i], offset[i])) == 0) {
+            int inflating = deflate_at >= 0 && !(mask[i] >> deflate_at & 1);
+            int unshuffling = shuffle_at >= 0 && !(mask[i] >> shuffle_at & 1) && itemsize > 1;
+            const unsigned char *data = stored;
+            int64_t length = size[i];
+            if (inflating) {
+                unsigned char *into = unshuffling ? inflated : target;
+                code = inflate_exactly(stored, size[i], into, wanted);
+                data = into;
+                length = wanted;
+            }
+            if (code == 0 && length != wanted)
+                code = -4;
+            if (code == 0 && unshuffling)
+                unshuffle_bytes(data, target, (Py_ssize_t)wanted, itemsize);
+            else if (code == 0 && !inflating)
+                memcpy(target, data, (size_t)wanted);
+        }
+        if (code != 0)
+            failed = i;
+    }
+    free(stored);
+    free(inflated);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(nl)", failed, code);
+done:
+    for (Py_ssize_t i = 0; i < outs_held; i++)
+        PyBuffer_Release(&outs[i]);
+    PyMem_Free(outs);
+    for (int i = 0; i < held; i++)
+        PyBuffer_Release(&views[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"decode_chunks", decode_chunks, METH_VARARGS,
+     "decode_chunks(fds, offsets, sizes, masks, limits, outs, deflate_at, shuffle_at, "
+     "itemsize) -> (failed, code)"},
     {"read_rows", read_rows, METH_VARARGS,
      "read_rows(fds, offsets, limits, row_bytes, out) -> (failed, code)"},
     {"unshuffle", unshuffle, METH_VARARGS, "unshuffle(src, dst, itemsize)"},

@@ -237,7 +237,16 @@ class ReadEngine:
         elif code == WHOLE_CHUNKS:
             geometries, axes = self._geometry[number], self.key_kinds.first_axes[number]
             read_whole_chunks(
-                plan, number, maps, geometries, axes, self.chunks, self.threads, out, on_error
+                plan,
+                number,
+                maps,
+                geometries,
+                axes,
+                self.chunks,
+                self.threads,
+                self.index.sizes,
+                out,
+                on_error,
             )
         else:
             self._read_partial_chunks(number, plan, out)

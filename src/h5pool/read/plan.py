@@ -29,7 +29,7 @@ import numpy.typing as npt
 from h5pool._typing import IntArray
 from h5pool.hdf5.byte_map import KeyMaps
 from h5pool.hdf5.chunks import ChunkGeometry, DecodedChunks, decode_raw_chunk, read_raw_chunk
-from h5pool.hdf5.kernel import read_rows
+from h5pool.hdf5.kernel import PlanReadError, decode_chunks, kernel_decodes, read_rows
 from h5pool.read.threads import BatchThreads, split_evenly
 
 #: Raised for the first row a failure touches: ``(position in the plan, error)``.
@@ -66,8 +66,8 @@ def read_contiguous(
     target = out if plan.slots is None else np.empty((len(plan.rows), *out.shape[1:]), out.dtype)
     try:
         read_rows(plan.fds, offsets, limits, row_bytes, target)
-    except OSError as exc:
-        raise on_error(int(getattr(exc, "row", 0)), exc) from exc
+    except PlanReadError as exc:
+        raise on_error(exc.position, exc) from exc
     if plan.slots is not None:
         out[plan.slots] = target
 
@@ -80,6 +80,7 @@ def read_whole_chunks(
     first_axes: IntArray,
     cache: DecodedChunks,
     threads: BatchThreads,
+    sizes: IntArray,
     out: npt.NDArray[Any],
     on_error: OnError,
 ) -> int:
@@ -93,7 +94,7 @@ def read_whole_chunks(
     missing = [u for u, chunk in enumerate(chunks) if chunk is None]
     if missing:
         _decode(plan, number, maps, geometries, spec_ids, unique, first_use, missing, chunks,
-                cache, threads, on_error)  # fmt: skip
+                cache, threads, sizes, on_error)  # fmt: skip
     order = np.argsort(inverse, kind="stable")
     bounds = np.flatnonzero(np.diff(inverse[order])) + 1
     local = (plan.rows - chunk_rows * first_axis)[order]
@@ -121,31 +122,63 @@ def _decode(
     chunks: list[npt.NDArray[Any] | None],
     cache: DecodedChunks,
     threads: BatchThreads,
+    sizes: IntArray,
     on_error: OnError,
 ) -> None:
-    """Read and decode the ``missing`` chunks, in threads split by stored bytes."""
-    table = maps.chunks[unique[missing]]
+    """Read and decode the ``missing`` chunks, in threads split by stored bytes.
 
-    def decode(share: list[int]) -> None:
+    Deflate and shuffle pipelines run in the kernel, a share of chunks per call
+    without the GIL; other filters decode chunk by chunk in Python (their
+    decoders release the GIL themselves).
+    """
+    table = maps.chunks[unique[missing]]
+    users = first_use[missing]
+    specs = spec_ids[users]
+    geometry = geometries[int(specs[0])]
+    assert geometry is not None
+    in_kernel = bool((specs == specs[0]).all()) and kernel_decodes(geometry.spec.filters)
+    written = [p for p in range(len(missing)) if table[p, 0] >= 0]
+    for position in range(len(missing)):
+        if table[position, 0] < 0:  # never written: the fill value
+            chunks[missing[position]] = geometry_of(geometries, specs[position]).fill_chunk
+
+    def decode_in_kernel(share: list[int]) -> None:
+        outs = [np.empty(geometry.chunk_shape, geometry.dtype) for _ in share]
+        picked = np.asarray(share, dtype=np.int64)
+        fds = plan.fds[users[picked]]
+        try:
+            decode_chunks(fds, table[picked], sizes[plan.files[users[picked]]], outs,
+                          geometry.spec.filters)  # fmt: skip
+        except PlanReadError as exc:
+            raise on_error(int(users[share[exc.position]]), exc) from exc
+        for position, out in zip(share, outs, strict=True):
+            chunks[missing[position]] = out
+
+    def decode_in_python(share: list[int]) -> None:
         for position in share:
-            u = missing[position]
-            user = int(first_use[u])
-            geometry = geometries[int(spec_ids[user])]
-            assert geometry is not None
+            user = int(users[position])
             try:
                 stored = read_raw_chunk(int(plan.fds[user]), table[position])
-                chunks[u] = decode_raw_chunk(stored, geometry)
+                chunk = decode_raw_chunk(stored, geometry_of(geometries, specs[position]))
             except Exception as exc:
                 raise on_error(user, exc) from exc
+            chunks[missing[position]] = chunk
 
-    positions = list(range(len(missing)))
-    workers = min(threads.num_threads, len(missing))
+    decode = decode_in_kernel if in_kernel else decode_in_python
+    workers = min(threads.num_threads, len(written))
     if workers < 2:
-        decode(positions)
+        if written:
+            decode(written)
     else:
-        weights = np.maximum(table[:, 1], 1).tolist()
-        threads.run(decode, split_evenly(positions, workers, weights))
+        weights = np.maximum(table[written, 1], 1).tolist()
+        threads.run(decode, split_evenly(written, workers, weights))
     for u in missing:
         chunk = chunks[u]
         assert chunk is not None
         cache.put((number, int(unique[u])), chunk)
+
+
+def geometry_of(geometries: list[ChunkGeometry | None], spec_id: Any) -> ChunkGeometry:
+    geometry = geometries[int(spec_id)]
+    assert geometry is not None
+    return geometry
