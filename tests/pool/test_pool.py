@@ -3,9 +3,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -16,18 +13,7 @@ import pytest
 from h5pool import DescriptorLimitError, HandlePool, MissingKeyError, default_max_open
 from h5pool.pool.handle_pool import DEFAULT_CHUNK_CACHE_BYTES
 from helpers.corpus import encoded, open_hdf5_descriptors
-from helpers.paths import SRC_DIR, TESTS_DIR
-
-
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, SRC_DIR]))
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+from helpers.processes import run_python
 
 
 def first_value(f: h5py.File) -> int:

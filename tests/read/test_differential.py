@@ -315,3 +315,76 @@ def test_each_storage_takes_the_expected_path(tmp_path: Path, storage: str) -> N
         assert kinds == {"contiguous"}
     else:
         assert kinds == {"chunked"}
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[str, list]]:
+    """40 files whose keys are stored differently from file to file: ``a`` contiguous
+    in some and gzip in others, ``b`` in chunks that hold whole rows, ``c`` in
+    chunks that cut rows, ``d`` reduced precision (HDF5 only) in every fifth file."""
+    directory = tmp_path_factory.mktemp("differential_mixed")
+    paths, expected = [], {key: [] for key in "abcd"}
+    for number in range(40):
+        path = directory / f"mixed_{number:02d}.h5"
+        rows = 3 + number % 7
+        with h5py.File(path, "w") as f:
+            a = values(number, (rows, 6), "<f4")
+            f.create_dataset(
+                "a", data=a, **({"chunks": (2, 6), "compression": "gzip"} if number % 2 else {})
+            )
+            f.create_dataset(
+                "b",
+                data=values(number, (rows, 4), "<i2"),
+                chunks=(3, 4),
+                compression="gzip",
+                shuffle=True,
+            )
+            f.create_dataset(
+                "c", data=values(number, (rows, 5), "<f8"), chunks=(2, 2), compression="gzip"
+            )
+            if number % 5 == 0:
+                reduced_precision(f, "d", values(number, (rows, 2), "<i2"))
+            else:
+                f.create_dataset("d", data=values(number, (rows, 2), "<i2") % 2048 - 1024)
+        paths.append(str(path))
+        with h5py.File(path, "r") as f:
+            for key in "abcd":
+                expected[key].extend(f[key][()])
+    return paths, expected
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    indices=st.lists(st.integers(0, 239), min_size=1, max_size=120),
+    threads=st.sampled_from([1, 2]),
+    max_open=st.sampled_from([2, 7, 64]),
+    cache=st.sampled_from([0, 64 << 20]),
+)
+def test_batches_over_many_files_of_mixed_storage_equal_h5py(
+    mixed_corpus: tuple[list[str], dict[str, list]],
+    indices: list[int],
+    threads: int,
+    max_open: int,
+    cache: int,
+) -> None:
+    """Duplicates, any order, many files, fewer descriptors than files: every
+    plan (kernel rows, whole chunks, cut chunks, HDF5) against h5py."""
+    paths, expected = mixed_corpus
+    ds = PooledH5Dataset(
+        paths, list("abcd"), max_open=max_open, num_threads=threads, chunk_cache_bytes=cache
+    )
+    total = len(ds)
+    chosen = [i % total for i in indices]
+    batch = ds.read_batch(chosen)
+    for position, index in enumerate(chosen):
+        for key in "abcd":
+            assert as_bytes(batch[key][position]) == as_bytes(native(expected[key][index])), (
+                key,
+                index,
+            )
+    for index in chosen[:5]:
+        sample = ds[index]
+        assert all(as_bytes(sample[k]) == as_bytes(native(expected[k][index])) for k in "abcd")
+    assert ds.pool.stats().peak_open_files <= max(max_open, 2)

@@ -52,6 +52,7 @@ class SharedPool(Protocol):
     def descriptor_opened_locked(self) -> None: ...
     def descriptors_closed_locked(self, count: int) -> None: ...
     def trim_locked(self) -> None: ...
+    def pinned_by_tables_locked(self) -> int: ...
 
 
 #: Default bound, in seconds, between two stamp checks of an open file.
@@ -124,6 +125,8 @@ class FileTable:
         self.doomed = np.zeros(count, dtype=bool)
         self.doomed_count = 0
         self.open_count = 0
+        #: Files with at least one pin (what a batch may still pin is budgeted by it).
+        self.pinned_count = 0
         self._tick = 0
         pool.attach_table(self)
         # A table dropped without close() (its engine replaced) still gives its
@@ -140,12 +143,22 @@ class FileTable:
 
     # -- visits ---------------------------------------------------------------------
 
-    def pin(self, file_numbers: IntArray) -> IntArray:
+    def pin(self, file_numbers: IntArray, *, within: int | None = None) -> IntArray:
         """Pin the distinct ``file_numbers`` and return their descriptors, opening
-        the closed ones and checking the stamps that are due."""
+        the closed ones and checking the stamps that are due.
+
+        With ``within``, pin only the first files that keep the files pinned by
+        every table of the pool at most ``within`` (always at least one, so a
+        reader makes progress): the caller reads those, unpins, and asks again.
+        """
         pool = self.pool
         with pool.lock:
+            if within is not None:
+                room = max(1, within - pool.pinned_by_tables_locked())
+                file_numbers = file_numbers[:room]
+            newly = int(np.count_nonzero(self.pins[file_numbers] == 0))
             self.pins[file_numbers] += 1  # first: opening one must not evict another
+            self.pinned_count += newly
             fds = self.fds[file_numbers]
             closed = file_numbers[fds < 0]
             pool.count_visits(hits=len(file_numbers) - len(closed), misses=len(closed))
@@ -154,6 +167,7 @@ class FileTable:
                     self._open_locked(file_number)
             except BaseException:
                 self.pins[file_numbers] -= 1
+                self.pinned_count -= newly
                 raise
             self._tick += 1
             self.last_used[file_numbers] = self._tick
@@ -179,6 +193,8 @@ class FileTable:
                 fd = self._open_locked(file_number)
             else:
                 pool.count_visits(hits=1, misses=0)
+            if self._pin_items[file_number] == 0:
+                self.pinned_count += 1
             self._pin_items[file_number] += 1  # after the open: nothing of ours to evict
             self._tick += 1
             self._use_items[file_number] = self._tick
@@ -193,12 +209,15 @@ class FileTable:
     def unpin(self, file_numbers: IntArray) -> None:
         with self.pool.lock:
             self.pins[file_numbers] -= 1
+            self.pinned_count -= int(np.count_nonzero(self.pins[file_numbers] == 0))
             self._after_unpin_locked()
 
     def unpin_one(self, file_number: int) -> None:
         pool = self.pool
         with pool.lock:
             self._pin_items[file_number] -= 1
+            if self._pin_items[file_number] == 0:
+                self.pinned_count -= 1
             if self.doomed_count or pool.over_budget():
                 self._after_unpin_locked()
 
@@ -276,6 +295,7 @@ class FileTable:
         self.doomed_count = 0
         self.checked_at[:] = 0.0
         self.open_count = 0
+        self.pinned_count = 0
 
     def open_paths(self) -> list[str]:
         return [self.paths[number] for number in np.flatnonzero(self.fds >= 0).tolist()]

@@ -377,6 +377,9 @@ class HandlePool:
         """This process's lock of the pool (a forked child's is new)."""
         return self._lock
 
+    def pinned_by_tables_locked(self) -> int:
+        return sum(table.pinned_count for table in list(self._tables))
+
     def over_budget(self) -> bool:
         return self._descriptors > self.max_open
 

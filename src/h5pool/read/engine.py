@@ -188,41 +188,40 @@ class ReadEngine:
     ) -> None:
         """The plan's rows of every key; ``plan.fds`` holds file numbers on entry.
 
-        A batch pins its distinct files together, so one over more files than
-        ``max_open`` is read a slice of ``max_open`` files at a time.
+        A batch pins its distinct files together, as many as fit in ``max_open``
+        beside those other readers have pinned; the rest in the next round.
         """
-        budget = max(1, self.pool.max_open)
-        if len(files) <= budget:
-            self._read_pinned(files, plan, outputs)
-            return
-        slots = np.arange(len(plan.files)) if plan.slots is None else plan.slots
-        for begin in range(0, len(files), budget):
-            some = files[begin : begin + budget]
-            chosen = np.flatnonzero(np.isin(plan.files, some))
-            part = Rows(plan.files[chosen], plan.rows[chosen], plan.fds[chosen], slots[chosen])
-            self._read_pinned(some, part, outputs)
-
-    def _read_pinned(
-        self, files: IntArray, plan: Rows, outputs: dict[str, npt.NDArray[Any]]
-    ) -> None:
         table = self.table
         assert table is not None
-        table.pin(files)
-        try:
-            plan = Rows(plan.files, plan.rows, table.fds[plan.files], plan.slots)
-            for number, key in enumerate(self.keys):
-                codes = self.key_kinds.file_codes[number][plan.files]
-                first = int(codes[0])
-                if (codes == first).all():
-                    self._read_key(number, first, plan, outputs[key])
-                    continue
-                for code in np.unique(codes).tolist():
-                    chosen = np.flatnonzero(codes == code)
-                    slots = chosen if plan.slots is None else plan.slots[chosen]
-                    part = Rows(plan.files[chosen], plan.rows[chosen], plan.fds[chosen], slots)
-                    self._read_key(number, code, part, outputs[key])
-        finally:
-            table.unpin(files)
+        slots = plan.slots
+        remaining = files
+        while len(remaining):
+            fds = table.pin(remaining, within=self.pool.max_open)
+            some, remaining = remaining[: len(fds)], remaining[len(fds) :]
+            try:
+                if len(some) == len(files):
+                    part = Rows(plan.files, plan.rows, table.fds[plan.files], slots)
+                else:
+                    chosen = np.flatnonzero(np.isin(plan.files, some))
+                    where = chosen if slots is None else slots[chosen]
+                    files_of = plan.files[chosen]
+                    part = Rows(files_of, plan.rows[chosen], table.fds[files_of], where)
+                self._read_keys(part, outputs)
+            finally:
+                table.unpin(some)
+
+    def _read_keys(self, plan: Rows, outputs: dict[str, npt.NDArray[Any]]) -> None:
+        for number, key in enumerate(self.keys):
+            codes = self.key_kinds.file_codes[number][plan.files]
+            first = int(codes[0])
+            if (codes == first).all():
+                self._read_key(number, first, plan, outputs[key])
+                continue
+            for code in np.unique(codes).tolist():
+                chosen = np.flatnonzero(codes == code)
+                slots = chosen if plan.slots is None else plan.slots[chosen]
+                part = Rows(plan.files[chosen], plan.rows[chosen], plan.fds[chosen], slots)
+                self._read_key(number, code, part, outputs[key])
 
     def _read_key(self, number: int, code: int, plan: Rows, out: npt.NDArray[Any]) -> None:
         def on_error(position: int, exc: Exception) -> Exception:
