@@ -22,6 +22,8 @@
  *   decode_chunks(...) -> (failed, code)
  *       read, inflate and unshuffle a list of chunks, each into its own buffer
  *       (see below).
+ *   gather_rows(sources, which, rows, row_bytes, out, slots)
+ *       copy rows out of decoded chunks into their slots of a batch.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -368,7 +370,85 @@ done:
     return result;
 }
 
+/* gather_rows(sources, which, rows, row_bytes, out, slots) -> None
+ *   row i of the plan: row rows[i] of sources[which[i]] (a decoded chunk), into
+ *   row slots[i] of out; every index is checked against its buffer first.
+ */
+static PyObject *
+gather_rows(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *sources_object, *which_object, *rows_object, *slots_object;
+    Py_ssize_t row_bytes;
+    Py_buffer out, which, rows, slots;
+    if (!PyArg_ParseTuple(args, "OOOnw*O", &sources_object, &which_object, &rows_object,
+                          &row_bytes, &out, &slots_object))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer *sources = NULL;
+    Py_ssize_t held = 0, views = 0;
+    if (int64_view(which_object, &which, "which") < 0)
+        goto done;
+    views = 1;
+    if (int64_view(rows_object, &rows, "rows") < 0)
+        goto done;
+    views = 2;
+    if (int64_view(slots_object, &slots, "slots") < 0)
+        goto done;
+    views = 3;
+    Py_ssize_t count = which.len / 8;
+    if (rows.len / 8 != count || slots.len / 8 != count) {
+        PyErr_SetString(PyExc_ValueError, "which, rows and slots differ in length");
+        goto done;
+    }
+    if (!PyList_Check(sources_object) || row_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "sources must be a list, row_bytes at least 1");
+        goto done;
+    }
+    Py_ssize_t sources_count = PyList_GET_SIZE(sources_object);
+    sources = PyMem_Calloc((size_t)(sources_count ? sources_count : 1), sizeof(Py_buffer));
+    if (sources == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; held < sources_count; held++)
+        if (PyObject_GetBuffer(PyList_GET_ITEM(sources_object, held), &sources[held],
+                               PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+    const int64_t *source_of = which.buf, *row_of = rows.buf, *slot_of = slots.buf;
+    Py_ssize_t out_rows = out.len / row_bytes;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t source = source_of[i], row = row_of[i], slot = slot_of[i];
+        if (source < 0 || source >= sources_count || row < 0 ||
+            row >= sources[source].len / row_bytes || slot < 0 || slot >= out_rows) {
+            PyErr_Format(PyExc_ValueError, "gather_rows: row %zd of the plan is out of bounds", i);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++)
+        memcpy((char *)out.buf + slot_of[i] * row_bytes,
+               (const char *)sources[source_of[i]].buf + row_of[i] * row_bytes,
+               (size_t)row_bytes);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    for (Py_ssize_t i = 0; i < held; i++)
+        PyBuffer_Release(&sources[i]);
+    PyMem_Free(sources);
+    if (views > 0)
+        PyBuffer_Release(&which);
+    if (views > 1)
+        PyBuffer_Release(&rows);
+    if (views > 2)
+        PyBuffer_Release(&slots);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"gather_rows", gather_rows, METH_VARARGS,
+     "gather_rows(sources, which, rows, row_bytes, out, slots) -> None"},
     {"decode_chunks", decode_chunks, METH_VARARGS,
      "decode_chunks(fds, offsets, sizes, masks, limits, outs, deflate_at, shuffle_at, "
      "itemsize) -> (failed, code)"},

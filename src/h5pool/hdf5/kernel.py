@@ -129,3 +129,23 @@ def decode_chunks(
 def kernel_decodes(filters: tuple[tuple[int, tuple[int, ...]], ...]) -> bool:
     """True when :func:`decode_chunks` can undo the pipeline ``filters``."""
     return all(filter_id in (DEFLATE, SHUFFLE) for filter_id, _ in filters)
+
+
+def gather_rows(
+    sources: list[npt.NDArray[Any]],
+    which: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    out: npt.NDArray[Any],
+    slots: npt.NDArray[np.int64],
+) -> None:
+    """``out[slots[i]] = sources[which[i]][rows[i]]`` for every ``i``, in one C call
+    (the rows of ``out`` and of every source are the same number of bytes)."""
+    row_bytes = out.strides[0] if out.ndim else out.itemsize
+    _kernel.gather_rows(
+        sources,
+        np.ascontiguousarray(which, dtype=np.int64),
+        np.ascontiguousarray(rows, dtype=np.int64),
+        int(row_bytes),
+        out.reshape(-1).view(np.uint8),
+        np.ascontiguousarray(slots, dtype=np.int64),
+    )

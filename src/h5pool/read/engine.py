@@ -40,7 +40,7 @@ from h5pool.pool.file_table import DEFAULT_STALE_AFTER, FileTable
 from h5pool.pool.handle_pool import HandlePool
 from h5pool.pool.pooled_file import PooledFile
 from h5pool.read.key_kinds import CONTIGUOUS_ROWS, WHOLE_CHUNKS, KeyKinds
-from h5pool.read.plan import Rows, read_contiguous, read_whole_chunks
+from h5pool.read.plan import KEY_SLOTS, Rows, read_contiguous, read_whole_chunks
 from h5pool.read.threads import BatchThreads, default_batch_threads
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class ReadEngine:
         self.threads = BatchThreads(self.num_threads)
         self.chunks = DecodedChunks(chunk_cache_bytes)
         self._memo_key = ("h5pool.read.engine", id(self))
+        if len(self.keys) >= KEY_SLOTS:
+            raise ValueError(f"at most {KEY_SLOTS - 1} keys, not {len(self.keys)}")
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
         kinds = self.key_kinds = KeyKinds(self._maps, pool.plain_descriptor)
         self._dtypes, self._kinds, self._geometry = kinds.dtypes, kinds.kinds, kinds.geometry
