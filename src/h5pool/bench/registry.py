@@ -20,6 +20,7 @@ KNOWN_STRATEGIES: dict[str, str] = {
     "pooled-read-batch": "h5pool.bench.chunked.pooled_read_batch",
     "h5py-kept-open": "h5pool.bench.chunked.h5py_kept_open",
     "raw-pread": "h5pool.bench.recipes.raw_pread",
+    "pread-loop": "h5pool.bench.recipes.pread_loop",
     "raw-decode": "h5pool.bench.chunked.raw_decode",
     "loader-pooled": "h5pool.bench.loaders.loader_pooled",
     "loader-threads": "h5pool.bench.loaders.loader_threads",

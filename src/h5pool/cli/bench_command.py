@@ -244,6 +244,6 @@ PLOT_KINDS = {
 def plot_kind(strategy: str) -> str:
     if strategy in ("open-per-sample", "open-all"):
         return "naive recipes"
-    if strategy in ("raw-pread", "raw-decode", "h5py-kept-open", "loader-memory"):
+    if strategy in ("raw-pread", "pread-loop", "raw-decode", "h5py-kept-open", "loader-memory"):
         return "references (raw floors, h5py kept open, in memory)"
     return "h5pool"

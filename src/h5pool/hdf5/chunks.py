@@ -86,12 +86,37 @@ class DecodedChunks:
         with self._lock:
             return self._get_locked(key)
 
-    def get_many(self, keys: list[Any]) -> list[npt.NDArray[Any] | None]:
-        """The cached chunks of ``keys``, ``None`` where missing; one lock a batch."""
+    def claim_many(
+        self, keys: list[Any]
+    ) -> tuple[list[npt.NDArray[Any] | None], list[int], list[tuple[int, threading.Event]]]:
+        """For a batch's chunk ``keys``, under one lock: the cached chunks (``None``
+        where missing), the positions this caller must decode (claimed: other
+        threads asking meanwhile wait), and those another thread is decoding now,
+        each with the event to wait for.  Release claims with :meth:`release_claims`.
+        """
         with self._lock:
             found = list(map(self._cache.get, keys))
-        self.hits += sum(chunk is not None for chunk in found)
-        return found
+            claimed: list[int] = []
+            waiting: list[tuple[int, threading.Event]] = []
+            for position, chunk in enumerate(found):
+                if chunk is not None:
+                    continue
+                key = keys[position]
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = threading.Event()
+                    claimed.append(position)
+                else:
+                    waiting.append((position, pending))
+        self.hits += len(found) - len(claimed) - len(waiting)
+        return found, claimed, waiting
+
+    def release_claims(self, keys: list[Any]) -> None:
+        with self._lock:
+            events = [self._pending.pop(key, None) for key in keys]
+        for event in events:
+            if event is not None:
+                event.set()
 
     def _get_locked(self, key: Any) -> npt.NDArray[Any] | None:
         chunk = self._cache.get(key)

@@ -256,7 +256,9 @@ class Loader:
 
     def _from_threads(self, batches: Iterator[IntArray]) -> Generator[Batch, None, None]:
         """Read batches in order, ``num_threads * prefetch`` of them in flight at most."""
-        before = process_counters(self.dataset)
+        self._stats.follow_this_process(
+            process_counters(self.dataset), lambda: process_counters(self.dataset)
+        )
         window = max(1, self.num_threads * self.prefetch)
         executor = ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="h5pool-loader")
         pending: collections.deque[Future[Batch]] = collections.deque()
@@ -271,7 +273,6 @@ class Loader:
                 nxt = next(upcoming, None)
                 if nxt is not None:
                     pending.append(executor.submit(self._read, nxt))
-                self._stats.add_process(os.getpid(), before, process_counters(self.dataset))
                 yield batch
         finally:
             for future in pending:

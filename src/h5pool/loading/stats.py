@@ -9,6 +9,7 @@ The wait fraction tells at a glance whether loading is the bottleneck.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -63,7 +64,17 @@ class EpochStats:
                 self._baselines[pid] = before or dict.fromkeys(after, 0)
             self.latest[pid] = after
 
+    def follow_this_process(self, before: dict[str, int], current: Any) -> None:
+        """Read this process's counters (``current()``) when figures are asked for,
+        not after every batch: that kept the loop's thread busy beside the readers."""
+        with self._lock:
+            self._baselines.setdefault(os.getpid(), before)
+            self._current = current
+
     def as_dict(self) -> dict[str, Any]:
+        current = getattr(self, "_current", None)
+        if current is not None:
+            self.add_process(os.getpid(), None, current())
         with self._lock:
             totals = dict.fromkeys(COUNTERS, 0)
             peak = 0

@@ -348,7 +348,7 @@ class HandlePool:
                 overflows=self._overflows,
                 open_files=len(self._handles) + sum(t.open_count for t in tables),
                 pinned_files=sum(1 for entry in self._handles.values() if entry.pins)
-                + sum(int((t.pins > 0).sum()) for t in tables),
+                + sum(t.pinned_count for t in tables),
                 peak_open_files=self._peak,
                 hdf5_opens=self._hdf5_opens,
                 raw_opens=self._raw_opens,

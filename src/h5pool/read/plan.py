@@ -104,15 +104,26 @@ def read_whole_chunks(
     chunk_ids = maps.positions[plan.files] + chunk_rows  # numbers in maps.chunks
     unique, first_use, inverse = np.unique(chunk_ids, return_index=True, return_inverse=True)
     keys = (unique * KEY_SLOTS + number).tolist()  # one int per (key, chunk)
-    chunks: list[npt.NDArray[Any] | None] = cache.get_many(keys)
-    missing = [u for u, chunk in enumerate(chunks) if chunk is None]
-    if missing:
-        _decode(plan, maps, geometries, spec_ids, keys, first_use, missing, chunks,
+    chunks, claimed, waiting = cache.claim_many(keys)
+    try:
+        if claimed:
+            _decode(plan, maps, geometries, spec_ids, keys, first_use, claimed, chunks,
+                    cache, threads, sizes, on_error)  # fmt: skip
+    finally:
+        cache.release_claims([keys[u] for u in claimed])
+    late = []  # decoded by another batch meanwhile, unless it failed or was not cached
+    for u, event in waiting:
+        event.wait()
+        chunks[u] = cache.get(keys[u])
+        if chunks[u] is None:
+            late.append(u)
+    if late:
+        _decode(plan, maps, geometries, spec_ids, keys, first_use, late, chunks,
                 cache, threads, sizes, on_error)  # fmt: skip
     if out.nbytes:
         slots = np.arange(len(plan.rows)) if plan.slots is None else plan.slots
         gather_rows(chunks, inverse, plan.rows - chunk_rows * first_axis, out, slots)  # type: ignore[arg-type]
-    return len(missing)
+    return len(claimed) + len(late)
 
 
 def _decode(
