@@ -80,6 +80,11 @@ def unshuffle(data: Any, itemsize: int) -> npt.NDArray[np.uint8]:
     return out
 
 
+def unshuffle_into(data: Any, out: npt.NDArray[np.uint8], itemsize: int) -> None:
+    """Undo HDF5's byte shuffle of ``data`` into ``out`` (as many bytes)."""
+    _kernel.unshuffle(data, out, itemsize)
+
+
 def inflate(data: Any, nbytes: int) -> npt.NDArray[np.uint8]:
     """zlib-inflate ``data`` into exactly ``nbytes`` (``ValueError`` otherwise)."""
     out = np.empty(nbytes, dtype=np.uint8)

@@ -52,7 +52,8 @@ class SharedPool(Protocol):
     def descriptor_opened_locked(self) -> None: ...
     def descriptors_closed_locked(self, count: int) -> None: ...
     def trim_locked(self) -> None: ...
-    def pinned_by_tables_locked(self) -> int: ...
+    def wait_for_pin_room_locked(self, within: int) -> int: ...
+    def pins_released_locked(self) -> None: ...
 
 
 #: Default bound, in seconds, between two stamp checks of an open file.
@@ -154,7 +155,7 @@ class FileTable:
         pool = self.pool
         with pool.lock:
             if within is not None:
-                room = max(1, within - pool.pinned_by_tables_locked())
+                room = pool.wait_for_pin_room_locked(within)
                 file_numbers = file_numbers[:room]
             newly = int(np.count_nonzero(self.pins[file_numbers] == 0))
             self.pins[file_numbers] += 1  # first: opening one must not evict another
@@ -211,6 +212,7 @@ class FileTable:
             self.pins[file_numbers] -= 1
             self.pinned_count -= int(np.count_nonzero(self.pins[file_numbers] == 0))
             self._after_unpin_locked()
+            self.pool.pins_released_locked()
 
     def unpin_one(self, file_number: int) -> None:
         pool = self.pool
@@ -218,6 +220,7 @@ class FileTable:
             self._pin_items[file_number] -= 1
             if self._pin_items[file_number] == 0:
                 self.pinned_count -= 1
+                pool.pins_released_locked()
             if self.doomed_count or pool.over_budget():
                 self._after_unpin_locked()
 

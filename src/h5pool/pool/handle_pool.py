@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import cachetools
@@ -40,6 +40,7 @@ from h5pool.pool.fork_hooks import hook_exit_of_this_process, track
 from h5pool.pool.lru import HandleLRU, PoolStats
 from h5pool.pool.pooled_file import PooledFile, open_descriptor, open_error
 from h5pool.pool.remote import Filesystems, is_url, open_remote, remote_error, remote_stamp
+from h5pool.pool.shared_budget import SharedBudget
 
 if TYPE_CHECKING:
     from h5pool.pool.file_table import FileTable
@@ -59,7 +60,7 @@ def _default_file_kwargs() -> dict[str, Any]:
     return {"rdcc_nbytes": DEFAULT_CHUNK_CACHE_BYTES}
 
 
-class HandlePool:
+class HandlePool(SharedBudget):
     """An LRU pool of read-only ``h5py.File`` handles for the current process.
 
     At most ``max_open`` handles are open.  When every open handle is pinned and
@@ -130,6 +131,9 @@ class HandlePool:
     def _setup_process_state(self, *, fork_resets: int) -> None:
         self.pid = os.getpid()
         self._lock = threading.Lock()
+        #: Readers of file tables wait here for pins to be released (see above).
+        self._pin_room = threading.Condition(self._lock)
+        self._pin_waiters = 0
         self._handles = HandleLRU(self._close_evicted)
         # Never the parent's instances: fsspec's async filesystems are not fork-safe.
         self.filesystems = Filesystems(self.storage_options)
@@ -363,49 +367,6 @@ class HandlePool:
                 paths.extend(table.open_paths())
             return paths
 
-    # -- the file tables' side (see h5pool.pool.file_table) -----------------------
-
-    def attach_table(self, table: FileTable) -> None:
-        """Let ``table`` share this pool's lock and ``max_open`` budget."""
-        self._tables.add(table)
-
-    def detach_table(self, table: FileTable) -> None:
-        self._tables.discard(table)
-
-    @property
-    def lock(self) -> threading.Lock:
-        """This process's lock of the pool (a forked child's is new)."""
-        return self._lock
-
-    def pinned_by_tables_locked(self) -> int:
-        return sum(table.pinned_count for table in list(self._tables))
-
-    def over_budget(self) -> bool:
-        return self._descriptors > self.max_open
-
-    def count_visits(self, *, hits: int, misses: int) -> None:
-        self._hits += hits
-        self._misses += misses
-
-    def make_room_locked(self, path: str) -> None:
-        self._make_room(path, 1)
-
-    def open_with_retry_locked(self, path: str, opener: Callable[[], int]) -> int:
-        fd: int = self._with_emfile_retry(path, opener)
-        self._raw_opens += 1
-        return fd
-
-    def descriptor_opened_locked(self) -> None:
-        self._descriptors += 1
-        self._peak = max(self._peak, self._descriptors)
-
-    def descriptors_closed_locked(self, count: int) -> None:
-        self._descriptors -= count
-
-    def trim_locked(self) -> None:
-        if self._descriptors > self.max_open:
-            self._evict_down_to(self.max_open)
-
     # -- internals --------------------------------------------------------------
 
     def stamp(self, path: str) -> tuple[int, int]:
@@ -443,16 +404,6 @@ class HandlePool:
             except KeyError:
                 return self._evict_from_tables(self._descriptors - size)
         return True
-
-    def _evict_from_tables(self, count: int) -> bool:
-        """Close ``count`` idle descriptors of the file tables; False if they lack them."""
-        for table in list(self._tables):
-            closed = table.evict_locked(count)
-            self._evictions += closed
-            count -= closed
-            if count <= 0:
-                return True
-        return False
 
     def _make_room(self, path: str, needed: int) -> None:
         if not self._evict_down_to(self.max_open - needed):

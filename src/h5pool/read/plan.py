@@ -29,9 +29,9 @@ import numpy.typing as npt
 from h5pool._typing import IntArray
 from h5pool.hdf5.byte_map import KeyMaps
 from h5pool.hdf5.chunks import ChunkGeometry, DecodedChunks, decode_raw_chunk, read_raw_chunk
+from h5pool.hdf5.decode import decode_deflate_chunks
 from h5pool.hdf5.kernel import (
     PlanReadError,
-    decode_chunks,
     gather_rows,
     kernel_decodes,
     read_rows,
@@ -162,8 +162,8 @@ def _decode(
         picked = np.asarray(share, dtype=np.int64)
         fds = plan.fds[users[picked]]
         try:
-            decode_chunks(fds, table[picked], sizes[plan.files[users[picked]]], outs,
-                          geometry.spec.filters)  # fmt: skip
+            decode_deflate_chunks(fds, table[picked], sizes[plan.files[users[picked]]], outs,
+                                  geometry.spec.filters)  # fmt: skip
         except PlanReadError as exc:
             raise on_error(int(users[share[exc.position]]), exc) from exc
         for position, out in zip(share, outs, strict=True):
