@@ -41,9 +41,15 @@ _NUMBERS = frozenset("biufc")
 _ENGINE_LOCK = threading.Lock()
 
 
+#: Forks this process descends through: an engine made before the last one is
+#: the parent's.  Compared at every ``ds[i]`` instead of ``os.getpid()``, a syscall.
+_FORKS = 0
+
+
 def _new_engine_lock() -> None:
-    global _ENGINE_LOCK
+    global _ENGINE_LOCK, _FORKS
     _ENGINE_LOCK = threading.Lock()  # a child must not inherit it held
+    _FORKS += 1
 
 
 os.register_at_fork(after_in_child=_new_engine_lock)
@@ -187,6 +193,7 @@ class PooledH5Dataset(Dataset[Any]):
         self.chunk_cache_bytes = chunk_cache_bytes
         self._engine: ReadEngine | None = None
         self._engine_pid = -1
+        self._engine_forks = -1
         if pool is None:
             pool = HandlePool(max_open, file_kwargs=file_kwargs, storage_options=storage_options)
         self.pool = pool
@@ -371,12 +378,12 @@ class PooledH5Dataset(Dataset[Any]):
         """This process's read engine (made on first use, anew after a fork or when
         ``self.pool`` is replaced)."""
         engine = self._engine
-        if engine is None or self._engine_pid != os.getpid() or engine.pool is not self.pool:
+        if engine is None or self._engine_forks != _FORKS or engine.pool is not self.pool:
             with _ENGINE_LOCK:  # else two threads could each make one, and one be lost
                 engine = self._engine
                 if (
                     engine is None
-                    or self._engine_pid != os.getpid()
+                    or self._engine_forks != _FORKS
                     or engine.pool is not self.pool
                 ):
                     self.reset_engine()
@@ -388,6 +395,7 @@ class PooledH5Dataset(Dataset[Any]):
                         stale_after=self.stale_after,
                     )
                     self._engine, self._engine_pid = engine, os.getpid()
+                    self._engine_forks = _FORKS
         return engine
 
     def reset_engine(self) -> None:
@@ -402,7 +410,7 @@ class PooledH5Dataset(Dataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["pool"] = self.pool.empty_copy()
-        state["_engine"], state["_engine_pid"] = None, -1
+        state["_engine"], state["_engine_pid"], state["_engine_forks"] = None, -1, -1
         return state
 
     def __repr__(self) -> str:

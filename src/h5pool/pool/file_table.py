@@ -39,14 +39,15 @@ class SharedPool(Protocol):
     (:class:`~h5pool.pool.handle_pool.HandlePool`)."""
 
     returned_descriptors: list[int]
+    max_open: int
+    _descriptors: int
+    _pin_waiters: int
 
     @property
     def lock(self) -> Any: ...
 
     def attach_table(self, table: FileTable) -> None: ...
     def detach_table(self, table: FileTable) -> None: ...
-    def count_visits(self, *, hits: int, misses: int) -> None: ...
-    def over_budget(self) -> bool: ...
     def make_room_locked(self, path: str) -> None: ...
     def open_with_retry_locked(self, path: str, opener: Callable[[], int]) -> int: ...
     def descriptor_opened_locked(self) -> None: ...
@@ -64,12 +65,12 @@ Stamps = Callable[[int], tuple[int, int]]
 
 
 def _give_back(fds: array.array[int], returned: list[int]) -> None:
-    closed = 0
-    for fd in fds:
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            closed += 1
+    items = np.frombuffer(fds, dtype=np.int64) if len(fds) else np.zeros(0, np.int64)
+    still_open = items[items >= 0].tolist()
+    for fd in still_open:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    closed = len(still_open)
     if closed:
         returned.append(closed)  # atomic under the GIL; applied by the pool
 
@@ -128,7 +129,13 @@ class FileTable:
         self.open_count = 0
         #: Files with at least one pin (what a batch may still pin is budgeted by it).
         self.pinned_count = 0
+        #: The open files' numbers: eviction looks among these, not every file.
+        self._open: set[int] = set()
         self._tick = 0
+        #: Visits that found the file open, and that opened it (the pool's stats sum them).
+        self.hits = self.misses = 0
+        #: The pool's lock (replaced in a forked child, see :meth:`forget_locked`).
+        self._lock = pool.lock
         pool.attach_table(self)
         # A table dropped without close() (its engine replaced) still gives its
         # descriptors back: closed here, counted back by the pool under its lock.
@@ -137,7 +144,7 @@ class FileTable:
     def close(self) -> None:
         """Close every descriptor and leave the pool (the engine is done with it)."""
         with self.pool.lock:
-            self._close_locked(np.flatnonzero(self.fds >= 0))
+            self._close_locked(self._open_numbers())
             self.doomed[:] = False
             self.doomed_count = 0
         self.pool.detach_table(self)
@@ -153,7 +160,7 @@ class FileTable:
         reader makes progress): the caller reads those, unpins, and asks again.
         """
         pool = self.pool
-        with pool.lock:
+        with self._lock:
             if within is not None:
                 room = pool.wait_for_pin_room_locked(within)
                 file_numbers = file_numbers[:room]
@@ -162,7 +169,8 @@ class FileTable:
             self.pinned_count += newly
             fds = self.fds[file_numbers]
             closed = file_numbers[fds < 0]
-            pool.count_visits(hits=len(file_numbers) - len(closed), misses=len(closed))
+            self.hits += len(file_numbers) - len(closed)
+            self.misses += len(closed)
             try:
                 for file_number in closed.tolist():
                     self._open_locked(file_number)
@@ -183,20 +191,21 @@ class FileTable:
     def pin_one(self, file_number: int) -> int:
         """:meth:`pin` of one file: its descriptor.
 
+        ``ds[i]``'s path, kept to a few ``array.array`` items under the lock.
         The pool's fork hook resets the table in a forked child before anything
         runs there, so this path asks for no process id.
         """
-        pool = self.pool
-        with pool.lock:
+        with self._lock:
             fd = self._fd_items[file_number]
             if fd < 0:
-                pool.count_visits(hits=0, misses=1)
+                self.misses += 1
                 fd = self._open_locked(file_number)
             else:
-                pool.count_visits(hits=1, misses=0)
-            if self._pin_items[file_number] == 0:
+                self.hits += 1
+            pins = self._pin_items
+            if not pins[file_number]:
                 self.pinned_count += 1
-            self._pin_items[file_number] += 1  # after the open: nothing of ours to evict
+            pins[file_number] += 1  # after the open: nothing of ours to evict
             self._tick += 1
             self._use_items[file_number] = self._tick
         if time.monotonic() - self._check_items[file_number] >= self.stale_after:
@@ -208,7 +217,7 @@ class FileTable:
         return fd
 
     def unpin(self, file_numbers: IntArray) -> None:
-        with self.pool.lock:
+        with self._lock:
             self.pins[file_numbers] -= 1
             self.pinned_count -= int(np.count_nonzero(self.pins[file_numbers] == 0))
             self._after_unpin_locked()
@@ -216,12 +225,14 @@ class FileTable:
 
     def unpin_one(self, file_number: int) -> None:
         pool = self.pool
-        with pool.lock:
-            self._pin_items[file_number] -= 1
-            if self._pin_items[file_number] == 0:
+        with self._lock:
+            pins = self._pin_items
+            pins[file_number] -= 1
+            if not pins[file_number]:
                 self.pinned_count -= 1
-                pool.pins_released_locked()
-            if self.doomed_count or pool.over_budget():
+                if pool._pin_waiters:
+                    pool.pins_released_locked()
+            if self.doomed_count or pool._descriptors > pool.max_open:
                 self._after_unpin_locked()
 
     # -- stamps ---------------------------------------------------------------------
@@ -262,34 +273,40 @@ class FileTable:
         self.fds[file_number] = fd
         self.checked_at[file_number] = 0.0  # a new descriptor: check its stamp now
         self.open_count += 1
+        self._open.add(file_number)
         pool.descriptor_opened_locked()
         return fd
 
     def evict_locked(self, count: int) -> int:
         """Close up to ``count`` least recently used unpinned files; how many closed."""
-        idle = np.flatnonzero((self.fds >= 0) & (self.pins == 0))
-        if not len(idle) or count <= 0:
+        if count <= 0 or not self._open:
+            return 0
+        open_files = np.fromiter(self._open, dtype=np.int64, count=len(self._open))
+        idle = open_files[self.pins[open_files] == 0]  # O(open files), never O(files)
+        if not len(idle):
             return 0
         if len(idle) > count:
             idle = idle[np.argpartition(self.last_used[idle], count - 1)[:count]]
         self._close_locked(idle)
         return len(idle)
 
-    def idle_count_locked(self) -> int:
-        return int(np.count_nonzero((self.fds >= 0) & (self.pins == 0)))
-
     def close_idle_locked(self) -> int:
         """Close every unpinned file now and mark the pinned ones to close when released."""
-        open_files = self.fds >= 0
-        idle = np.flatnonzero(open_files & (self.pins == 0))
-        self._close_locked(idle)
-        self.doomed |= open_files & (self.pins > 0)
-        self.doomed_count = int(np.count_nonzero(self.doomed))
-        return len(idle)
+        open_files = self._open_numbers()
+        pinned = self.pins[open_files] > 0
+        self._close_locked(open_files[~pinned])
+        self.doomed[open_files[pinned]] = True
+        self.doomed_count = int(np.count_nonzero(pinned))
+        return int(np.count_nonzero(~pinned))
+
+    def _open_numbers(self) -> IntArray:
+        return np.fromiter(self._open, dtype=np.int64, count=len(self._open))
 
     def forget_locked(self) -> None:
-        """After a fork: close the child's copies of the descriptors, forget pins."""
-        for fd in self.fds[self.fds >= 0].tolist():
+        """After a fork: close the child's copies of the descriptors, forget pins,
+        and take the child's new lock of the pool."""
+        self._lock = self.pool.lock
+        for fd in self.fds[self._open_numbers()].tolist():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds[:] = -1
@@ -298,10 +315,11 @@ class FileTable:
         self.doomed_count = 0
         self.checked_at[:] = 0.0
         self.open_count = 0
+        self._open.clear()
         self.pinned_count = 0
 
     def open_paths(self) -> list[str]:
-        return [self.paths[number] for number in np.flatnonzero(self.fds >= 0).tolist()]
+        return [self.paths[number] for number in sorted(self._open)]
 
     def _after_unpin_locked(self) -> None:
         if self.doomed_count:
@@ -316,5 +334,6 @@ class FileTable:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds[file_numbers] = -1
+        self._open.difference_update(np.asarray(file_numbers).tolist())
         self.open_count -= len(file_numbers)
         self.pool.descriptors_closed_locked(len(file_numbers))

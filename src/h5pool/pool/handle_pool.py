@@ -344,8 +344,8 @@ class HandlePool(SharedBudget):
             tables = list(self._tables)
             return PoolStats(
                 max_open=self.max_open,
-                hits=self._hits,
-                misses=self._misses,
+                hits=self._hits + sum(t.hits for t in tables),
+                misses=self._misses + sum(t.misses for t in tables),
                 evictions=self._evictions,
                 fork_resets=self._fork_resets,
                 emfile_retries=self._emfile_retries,

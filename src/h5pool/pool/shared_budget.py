@@ -84,13 +84,6 @@ class SharedBudget:
         if self._pin_waiters:
             self._pin_room.notify_all()
 
-    def over_budget(self) -> bool:
-        return self._descriptors > self.max_open
-
-    def count_visits(self, *, hits: int, misses: int) -> None:
-        self._hits += hits
-        self._misses += misses
-
     def make_room_locked(self, path: str) -> None:
         self._make_room(path, 1)
 

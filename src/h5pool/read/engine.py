@@ -85,6 +85,13 @@ class ReadEngine:
             ~kinds.needs_hdf5 if self.table is not None else np.zeros_like(kinds.needs_hdf5)
         )
         self._all_contiguous = (kinds.contiguous & self._by_table).tolist()
+        # ds[i]'s lookups per key: the key, then spec numbers, offsets, row shapes,
+        # dtypes and row sizes in bytes.
+        self._single = [
+            (key, (*lookups, [int(np.prod(shape, dtype=np.int64)) * d.itemsize
+                              for shape, d in zip(lookups[2], lookups[3], strict=True)]))
+            for key, lookups in zip(self.keys, kinds.single, strict=True)
+        ]  # fmt: skip
         #: Per file: its rows are read by the shortest path and are tensors as read.
         self.tensor_rows = (kinds.contiguous & self._by_table & kinds.tensors).tolist()
 
@@ -119,22 +126,19 @@ class ReadEngine:
         table = self.table
         assert table is not None
         fd = table.pin_one(file_number)
+        outputs: dict[str, npt.NDArray[Any]] = {}
         try:
-            outputs: dict[str, npt.NDArray[Any]] = {}
-            for number, key in enumerate(self.keys):
-                spec_ids, positions, shapes, dtypes = self.key_kinds.single[number]
+            for key, (spec_ids, positions, shapes, dtypes, sizes) in self._single:
                 spec_id = spec_ids[file_number] if spec_ids is not None else 0
+                size = sizes[spec_id]
                 out = np.empty(shapes[spec_id], dtypes[spec_id])
-                offset = positions[file_number] + row * out.nbytes
-                try:
-                    got = os.preadv(fd, [out.data], offset) if out.nbytes else 0
-                    if got != out.nbytes:
-                        raise OSError(f"short read: got {got} of {out.nbytes} bytes")
-                except OSError as exc:
-                    path = self.index.files[file_number]
-                    raise self._read_error(path, number, row, exc) from exc
+                if size and os.preadv(fd, [out.data], positions[file_number] + row * size) != size:
+                    raise OSError(f"short read of {size} bytes (file truncated or replaced?)")
                 outputs[key] = out
             return outputs
+        except OSError as exc:
+            path = self.index.files[file_number]
+            raise self._read_error(path, len(outputs), row, exc) from exc
         finally:
             table.unpin_one(file_number)
 
