@@ -175,3 +175,21 @@ def test_a_lowered_descriptor_limit_with_more_files_than_it(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_stamps_are_checked_at_most_once_per_stale_after(tmp_path: Path) -> None:
+    paths = make_corpus(tmp_path, files=2, rows=4, width=2)
+    lazy = PooledH5Dataset(paths, KEYS, stale_after=3600)
+    eager = PooledH5Dataset(paths, KEYS, stale_after=0)
+    for ds in (lazy, eager):
+        ds[0]
+        table = ds.engine.table
+        assert table is not None
+        first = float(table.checked_at[0])
+        assert first > 0  # checked when the file opened
+        ds[1]
+        ds.read_batch([0, 2, 5])
+        later = float(table.checked_at[0])
+        assert (later == first) == (ds is lazy)
+    with pytest.raises(ValueError, match="stale_after"):
+        PooledH5Dataset(paths, KEYS, stale_after=-1)
