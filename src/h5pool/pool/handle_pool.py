@@ -399,6 +399,8 @@ class HandlePool(SharedBudget):
         while self.returned_descriptors:
             self._descriptors -= self.returned_descriptors.pop()
         while self._descriptors > size:
+            if not self._handles:  # only the file tables hold descriptors
+                return self._evict_from_tables(self._descriptors - size)
             try:
                 self._handles.popitem()
             except KeyError:

@@ -104,7 +104,13 @@ class SharedBudget:
             self._evict_down_to(self.max_open)
 
     def _evict_from_tables(self, count: int) -> bool:
-        """Close ``count`` idle descriptors of the file tables; False if they lack them."""
+        """Close ``count`` idle descriptors of the file tables; False if they lack them.
+
+        A table at the budget evicts a sixteenth of ``max_open`` at once: finding
+        its least recently used files costs a pass over the open ones, which
+        one eviction per miss would pay at every miss of a scan over many files.
+        """
+        count = max(count, self.max_open // 16)
         for table in list(self._tables):
             closed = table.evict_locked(count)
             self._evictions += closed
