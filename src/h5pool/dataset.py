@@ -381,11 +381,7 @@ class PooledH5Dataset(Dataset[Any]):
         if engine is None or self._engine_forks != _FORKS or engine.pool is not self.pool:
             with _ENGINE_LOCK:  # else two threads could each make one, and one be lost
                 engine = self._engine
-                if (
-                    engine is None
-                    or self._engine_forks != _FORKS
-                    or engine.pool is not self.pool
-                ):
+                if engine is None or self._engine_forks != _FORKS or engine.pool is not self.pool:
                     self.reset_engine()
                     engine = ReadEngine(
                         self.index,

@@ -180,7 +180,7 @@ if __name__ == "__main__":
         "peak": report["peak"],
     }
     assert "Segmentation fault" not in result.stderr and "killed by signal" not in result.stderr
-    assert 0 < report["peak"] <= 8
+    assert report["peak"] <= 8  # 0: byte-map reads of objects hold no file handle
 
 
 def test_missing_bucket_object_and_prefix(s3: S3Server) -> None:
@@ -257,7 +257,7 @@ def test_cli_info_and_bench_accept_urls(s3: S3Server) -> None:
     assert info.returncode == 0, info.stderr
     assert f"files: {FILES:,} ({FILES:,} readable)" in info.stdout
     assert f"samples along axis 0 of 'label': {FILES * ROWS:,}" in info.stdout
-    assert "read by HDF5 (remote file" in info.stdout  # no descriptor to pread remotely
+    assert "read by byte map (contiguous, ranged reads of blocks)" in info.stdout
     bench = run_cli(
         "bench",
         "s3://corpus/shards/shard_00[0-3]*.h5",

@@ -26,7 +26,7 @@ from h5pool.index.listing import expand_files
 from h5pool.index.scan_one import scan_file
 from h5pool.pool.handle_pool import HandlePool
 from h5pool.pool.pooled_file import PooledFile
-from h5pool.pool.remote import Filesystems
+from h5pool.pool.remote import Filesystems, is_url
 from h5pool.progress import progress_bar
 
 #: Bad files named under one collapsed reason before "and N more".
@@ -74,11 +74,15 @@ def describe_corpus(
                 continue
             entry = pool.acquire(path)
             try:
-                local = pool.plain_descriptor and entry.raw_fd() is not None
+                remote = is_url(path)
+                local = remote or (pool.plain_descriptor and entry.raw_fd() is not None)
+                root = entry.file if remote else None
                 for name, node in _datasets_of(entry):
                     names.append(name)
                     seen = datasets.get(name)
-                    read_path = map_dataset(node, path, local=local).spec.describe()
+                    read_path = map_dataset(node, path, local=local, root=root).spec.describe(
+                        remote=remote
+                    )
                     if seen is None:
                         seen = datasets[name] = describe_dataset(node)
                     else:

@@ -61,13 +61,15 @@ class KeySpec:
         """Bytes of one row in memory (and, for contiguous storage, on disk)."""
         return int(np.prod(self.row_shape, dtype=np.int64)) * self.numpy_dtype.itemsize
 
-    def describe(self) -> str:
+    def describe(self, *, remote: bool = False) -> str:
         """One line for ``h5pool info``: the path a read takes, and why."""
+        reads = "ranged reads of blocks" if remote else "pread"
         if self.kind == CONTIGUOUS:
-            return "byte map (contiguous, pread)"
+            return f"byte map (contiguous, {reads})"
         if self.kind == CHUNKED:
             names = "+".join(filter_name(fid) for fid, _ in self.filters) or "no filters"
-            return f"byte map (chunks {self.chunk_shape}, decoded: {names})"
+            where = ", ranged reads of blocks" if remote else ""
+            return f"byte map (chunks {self.chunk_shape}, decoded: {names}{where})"
         return f"HDF5 ({self.reason})"
 
     def to_json(self) -> dict[str, Any]:
@@ -150,11 +152,16 @@ _FILTER_NAMES = {
 }
 
 
-def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> FileKeyMap:
+def map_dataset(
+    dataset: h5py.Dataset, path: str, *, local: bool = True, root: h5py.File | None = None
+) -> FileKeyMap:
     """The byte map of ``dataset`` as stored in the file at ``path``, or an HDF5 spec.
 
-    ``local`` is false for remote files and for drivers that split a file over
-    several (their offsets are not offsets of ``path``).
+    ``local`` is false for drivers that split a file over several (their
+    offsets are not offsets of ``path``).  ``root`` is the file opened at
+    ``path`` when it is a remote object read through a file object: its
+    offsets are offsets in the object, read later by ranged requests, and a
+    dataset of another file (an external link) is refused by identity.
     """
     dtype = dataset.dtype
     shape = dataset.shape  # a property that asks HDF5 each time: once here
@@ -170,7 +177,7 @@ def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> File
     def hdf5(reason: str) -> FileKeyMap:
         return FileKeyMap(KeySpec(HDF5, text, row_shape, reason=reason))
 
-    reason = _unmappable_reason(dataset, shape, path, local)
+    reason = _unmappable_reason(dataset, shape, path, local, root)
     if reason:
         return hdf5(reason)
     dcpl = dataset.id.get_create_plist()
@@ -199,10 +206,14 @@ def map_dataset(dataset: h5py.Dataset, path: str, *, local: bool = True) -> File
 
 
 def _unmappable_reason(
-    dataset: h5py.Dataset, shape: tuple[int, ...] | None, path: str, local: bool
+    dataset: h5py.Dataset,
+    shape: tuple[int, ...] | None,
+    path: str,
+    local: bool,
+    root: h5py.File | None,
 ) -> str:
     if not local:
-        return "remote file or a multi-file driver"
+        return "a multi-file driver"
     dtype = dataset.dtype
     if shape is None or not shape:
         return "scalar or empty dataspace"
@@ -220,6 +231,8 @@ def _unmappable_reason(
         return f"stored type differs from {dtype} (reduced precision or non-native layout)"
     if dataset.id.get_create_plist().get_external_count() > 0:
         return "external raw storage"
+    if root is not None:
+        return "" if dataset.file.id == root.id else "reached through an external link"
     return held_elsewhere(dataset, path)
 
 

@@ -105,8 +105,9 @@ def scan_file(
     try:
         if layout == "rows":
             count = count_rows(entry, keys)
-            local = pool.plain_descriptor and not is_url(path)
-            maps = tuple(_map_key(entry, key, local) for key in keys)
+            remote = is_url(path)
+            local = pool.plain_descriptor or remote
+            maps = tuple(_map_key(entry, key, local, remote) for key in keys)
             for key, file_map in zip(keys, maps, strict=True):
                 _check_inside(path, key, file_map, count, size)
                 if file_map.spec.kind == HDF5:  # h5pool decodes the others itself
@@ -174,11 +175,11 @@ def _check_inside(path: str, key: str, file_map: FileKeyMap, rows: int, size: in
         )
 
 
-def _map_key(entry: PooledFile, key: str, local: bool) -> FileKeyMap:
+def _map_key(entry: PooledFile, key: str, local: bool, remote: bool) -> FileKeyMap:
     """The key's byte map; a dataset HDF5 cannot describe is an unreadable file."""
     dataset = entry.dataset(key)
     try:
-        return map_dataset(dataset, entry.path, local=local)
+        return map_dataset(dataset, entry.path, local=local, root=entry.file if remote else None)
     except Exception as exc:
         raise UnreadableFileError(
             f"{entry.path}: cannot read the storage of {key!r}: {exc}", path=entry.path

@@ -27,20 +27,25 @@ import numpy.typing as npt
 from h5pool._typing import IntArray
 from h5pool.errors import (
     CorpusError,
-    FileChangedError,
     LayoutError,
-    MissingFileError,
     ReadError,
 )
-from h5pool.hdf5.byte_map import CHUNKED, CONTIGUOUS, KeyMaps
+from h5pool.hdf5.byte_map import KeyMaps
 from h5pool.hdf5.chunks import ChunkSource, DecodedChunks, read_chunked_rows
-from h5pool.hdf5.readers import RowReader, scatter_runs
 from h5pool.index.corpus_index import CorpusIndex
 from h5pool.pool.file_table import DEFAULT_STALE_AFTER, FileTable
 from h5pool.pool.handle_pool import HandlePool
-from h5pool.pool.pooled_file import PooledFile
-from h5pool.read.key_kinds import CONTIGUOUS_ROWS, WHOLE_CHUNKS, KeyKinds
+from h5pool.read.handle_reads import HandleReads, chunk_source
+from h5pool.read.key_kinds import (
+    CONTIGUOUS_ROWS,
+    PARTIAL_CHUNKS,
+    WHOLE_CHUNKS,
+    KeyKinds,
+    remote_files,
+)
 from h5pool.read.plan import KEY_SLOTS, Rows, read_contiguous, read_whole_chunks
+from h5pool.read.remote_blocks import BlockCache
+from h5pool.read.remote_plan import read_by_blocks
 from h5pool.read.threads import BatchThreads, default_batch_threads
 
 logger = logging.getLogger(__name__)
@@ -68,21 +73,40 @@ class ReadEngine:
         self.num_threads = num_threads if num_threads is not None else default_batch_threads()
         self.threads = BatchThreads(self.num_threads)
         self.chunks = DecodedChunks(chunk_cache_bytes)
-        self._memo_key = ("h5pool.read.engine", id(self))
         if len(self.keys) >= KEY_SLOTS:
             raise ValueError(f"at most {KEY_SLOTS - 1} keys, not {len(self.keys)}")
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
         kinds = self.key_kinds = KeyKinds(self._maps, pool.plain_descriptor)
         self._dtypes, self._kinds, self._geometry = kinds.dtypes, kinds.kinds, kinds.geometry
-        self._needs_hdf5 = kinds.needs_hdf5.tolist()
+        remote = remote_files(index.files)
+        # Remote files take byte maps of contiguous keys and of chunks of whole rows.
+        partial = np.zeros(len(index.files), dtype=bool)
+        for codes in kinds.file_codes:
+            partial |= codes == PARTIAL_CHUNKS
+        needs_hdf5 = kinds.needs_hdf5 | (remote & partial)
+        self._needs_hdf5 = needs_hdf5.tolist()
         #: The files read through byte maps only, by number, through the file table.
         self.table = (
             FileTable(pool, index.files, self._stamp_of, stale_after=stale_after)
             if pool.plain_descriptor
             else None
         )
-        self._by_table = (
-            ~kinds.needs_hdf5 if self.table is not None else np.zeros_like(kinds.needs_hdf5)
+        local = ~needs_hdf5 & ~remote
+        self._by_table = local if self.table is not None else np.zeros_like(local)
+        #: Remote files read through their byte maps, as blocks (h5pool.read.remote_blocks).
+        self._by_blocks = ~needs_hdf5 & remote
+        self._stale_after = stale_after
+        self._blocks: BlockCache | None = None
+        #: Files that need HDF5, through the pool's handles.
+        self.handles = HandleReads(
+            index,
+            pool,
+            self._maps,
+            self._kinds,
+            self._geometry,
+            self.chunks,
+            self._needs_hdf5,
+            self._read_error,
         )
         self._all_contiguous = (kinds.contiguous & self._by_table).tolist()
         # ds[i]'s lookups per key: the key, then spec numbers, offsets, row shapes,
@@ -109,8 +133,13 @@ class ReadEngine:
         if len(picked):
             plan = Rows(file_numbers[picked], rows[picked], file_numbers[picked], picked)
             self._read_by_table(np.unique(plan.files), plan, outputs)
-        rest = np.flatnonzero(~by_table)
-        self._read_through_pool(file_numbers[rest], rows[rest], rest, outputs)
+        by_blocks = self._by_blocks[file_numbers]
+        fetched = np.flatnonzero(by_blocks)
+        if len(fetched):
+            self._read_by_blocks(file_numbers[fetched], rows[fetched], fetched, outputs)
+        rest = np.flatnonzero(~by_table & ~by_blocks)
+        if len(rest):
+            self.handles.read(file_numbers[rest], rows[rest], rest, outputs)
         return outputs
 
     def read_one(self, file_number: int, row: int) -> dict[str, npt.NDArray[Any]]:
@@ -264,46 +293,52 @@ class ReadEngine:
         bounds = [0, *(np.flatnonzero(np.diff(files)) + 1).tolist(), len(order)]
         for begin, end in itertools.pairwise(bounds):
             file_number = int(files[begin])
-            source = self._source(number, file_number, int(fds[begin]), None)
+            source = self._source(number, file_number, int(fds[begin]))
             try:
                 read_chunked_rows(source, rows[begin:end].tolist(), slots[begin:end].tolist(), out)
             except Exception as exc:
                 path = self.index.files[file_number]
                 raise self._read_error(path, number, int(rows[begin]), exc) from exc
 
-    def _stamp_of(self, file_number: int) -> tuple[int, int]:
-        return int(self.index.sizes[file_number]), int(self.index.mtimes[file_number])
-
-    # -- running: through the pool's HDF5 handles ------------------------------------
-
-    def _read_through_pool(
+    def _read_by_blocks(
         self,
         file_numbers: IntArray,
         rows: IntArray,
         slots: IntArray,
         outputs: dict[str, npt.NDArray[Any]],
     ) -> None:
-        """Rows of files with a key that has no byte map: a group per file."""
-        order = np.lexsort((rows, file_numbers))
-        sorted_files = file_numbers[order]
-        bounds = [0, *(np.flatnonzero(np.diff(sorted_files)) + 1).tolist(), len(order)]
-        sorted_rows = rows[order].tolist()
-        positions = slots[order].tolist()
-        file_list = sorted_files.tolist()
-        views = self._byte_views(outputs)
-        for begin, end in itertools.pairwise(bounds):
-            group = (file_list[begin], sorted_rows[begin:end], positions[begin:end])
-            self._read_group(group, outputs, views)
+        """Rows of remote files through their byte maps: one concurrent fetch of
+        the blocks every key needs, then rows cut out and chunks decoded."""
+        if self._blocks is None:
+            sizes = {}  # by URL: the stamps the index recorded
+            for number in np.unique(self._by_blocks.nonzero()[0]).tolist():
+                sizes[self.index.files[number]] = self._stamp_of(number)
+            self._blocks = BlockCache(
+                self.pool.filesystems, sizes.__getitem__, stale_after=self._stale_after
+            )
+        urls = {f: self.index.files[f] for f in np.unique(file_numbers).tolist()}
 
-    def _acquire(self, file_number: int) -> PooledFile:
-        path = self.index.files[file_number]
-        try:
-            return self.pool.acquire(path, raw=not self._needs_hdf5[file_number], resolved=True)
-        except MissingFileError as exc:
-            raise MissingFileError(
-                f"{path}: file was indexed but no longer exists (deleted after indexing?)",
-                path=path,
-            ) from exc
+        def on_error(number: int, position: int, exc: Exception) -> Exception:
+            if isinstance(exc, CorpusError):
+                return exc
+            path = urls[int(file_numbers[position])]
+            return self._read_error(path, number, int(rows[position]), exc)
+
+        read_by_blocks(
+            self._blocks,
+            urls,
+            file_numbers,
+            rows,
+            slots,
+            self._maps,
+            self.key_kinds,
+            self.chunks,
+            [outputs[key] for key in self.keys],
+            on_error,
+        )
+
+    def _stamp_of(self, file_number: int) -> tuple[int, int]:
+        return int(self.index.sizes[file_number]), int(self.index.mtimes[file_number])
 
     def _read_error(self, path: str, number: int, row: int, exc: Exception) -> ReadError:
         row = getattr(exc, "row", row)
@@ -315,85 +350,6 @@ class ReadEngine:
     def kind_of(self, number: int, file_number: int) -> str:
         return self._kinds[number][int(self._maps[number].spec_ids[file_number])]
 
-    def _read_group(
-        self, group: Group, outputs: dict[str, npt.NDArray[Any]], views: list[Any]
-    ) -> None:
-        file_number, rows, positions = group
-        entry = self._acquire(file_number)
-        path = entry.path
-        try:
-            self._check_stamp(entry, file_number)
-            fd = entry.raw_fd()
-            for number, key in enumerate(self.keys):
-                key_maps = self._maps[number]
-                spec_id = int(key_maps.spec_ids[file_number])
-                kind = self._kinds[number][spec_id]
-                try:
-                    if kind == CONTIGUOUS:
-                        if fd is None:
-                            raise OSError("no plain descriptor to read a byte map through")
-                        view = views[number]
-                        if view is not None:  # None: rows of 0 bytes
-                            base = int(key_maps.positions[file_number])
-                            row_bytes = outputs[key].strides[0]
-                            scatter_runs(fd, base, row_bytes, rows, positions, view)
-                    elif kind == CHUNKED:
-                        if fd is None:
-                            raise OSError("no plain descriptor to read a byte map through")
-                        source = self._source(number, file_number, fd, None)
-                        read_chunked_rows(source, rows, positions, outputs[key])
-                    else:
-                        reader = self._hdf5_reader(entry, number, file_number)
-                        reader.read_rows_into(rows, positions, outputs[key])
-                except CorpusError:
-                    raise
-                except Exception as exc:
-                    raise self._read_error(path, number, rows[0], exc) from exc
-        finally:
-            self.pool.release(entry)
-
-    def _source(
-        self,
-        number: int,
-        file_number: int,
-        fd: int,
-        prefetched: dict[Any, npt.NDArray[Any]] | None,
-    ) -> ChunkSource:
-        key_maps = self._maps[number]
-        geometry = self._geometry[number][int(key_maps.spec_ids[file_number])]
-        assert geometry is not None
-        table = key_maps.chunks[int(key_maps.positions[file_number]) :]  # the file's come first
-        return ChunkSource(fd, table, geometry, self.chunks, (file_number, number), prefetched)
-
-    def _check_stamp(self, entry: PooledFile, file_number: int) -> None:
-        """Refuse a file replaced, truncated or rewritten in place since it was indexed.
-
-        One ``fstat`` per file visit (each file of a batch, each change of file
-        between ``ds[i]`` calls), not per row: a handle that stays open in the
-        pool would otherwise read a rewritten file without noticing.
-        """
-        self.index.check_unchanged(entry, file_number)
-        if self._memo_key not in entry.memo:
-            entry.memo[self._memo_key] = {}
-
-    def _hdf5_reader(self, entry: PooledFile, number: int, file_number: int) -> RowReader:
-        readers: dict[int, RowReader] = entry.memo.setdefault(self._memo_key, {})
-        reader = readers.get(number)
-        if reader is None:
-            reader = RowReader(entry, self.keys[number])
-            expected = int(self.index.counts[file_number])
-            grown = self.index.appending and reader.length > expected  # SWMR: not a change
-            if reader.length != expected and not grown:
-                raise FileChangedError(
-                    f"{entry.path}: {reader.key!r} has {reader.length} rows, "
-                    f"the index has {expected}; rebuild the dataset",
-                    path=entry.path,
-                )
-            readers[number] = reader
-        return reader
-
-    def _byte_views(self, outputs: dict[str, npt.NDArray[Any]]) -> list[Any]:
-        return [
-            out.data.cast("B") if out.nbytes and out.dtype.kind in "biufc" else None
-            for out in outputs.values()
-        ]
+    def _source(self, number: int, file_number: int, fd: int) -> ChunkSource:
+        return chunk_source(self._maps[number], self._geometry[number], self.chunks, number,
+                            file_number, fd)  # fmt: skip

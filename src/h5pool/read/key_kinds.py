@@ -9,6 +9,7 @@ and of this process's decoders, fixed for the engine's life.
 from __future__ import annotations
 
 import array
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from h5pool._typing import IntArray
 from h5pool.hdf5.byte_map import CHUNKED, CONTIGUOUS, HDF5, KeyMaps, KeySpec
 from h5pool.hdf5.chunks import ChunkGeometry
 from h5pool.hdf5.decode import decodable_reason
+from h5pool.pool.remote import is_url
 from h5pool.read.values import tensor_ready
 
 #: How a key of a file is read through the file table: by the kernel, by whole
@@ -107,3 +109,14 @@ def effective_kind(spec: KeySpec, plain_descriptor: bool) -> str:
     if spec.kind == CHUNKED and decodable_reason(spec.filters):
         return HDF5
     return str(spec.kind)
+
+
+def remote_files(paths: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """Per file: a URL.  One look at the common root when it settles it (a
+    corpus under ``s3://bucket/`` or ``/data``), else one per path."""
+    root = getattr(paths, "root", "")
+    if is_url(root):
+        return np.ones(len(paths), dtype=bool)
+    if root.startswith("/") or (root and "://" not in root and ":" not in root):
+        return np.zeros(len(paths), dtype=bool)
+    return np.array([is_url(path) for path in paths], dtype=bool)

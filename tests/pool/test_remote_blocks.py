@@ -1,0 +1,132 @@
+"""Remote files read through their byte maps, as blocks with many requests in flight.
+
+moto on 127.0.0.1 behind a latency proxy of the tests' own
+(:mod:`helpers.latency_proxy`), which counts requests and the peak in flight.
+Every value is checked against h5py reading the same bytes locally.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from h5pool import FileChangedError, Loader, PooledH5Dataset
+from helpers.latency_proxy import LatencyProxy
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'h5pool[s3]')")
+
+pytestmark = pytest.mark.slow  # real servers: deselect with -m 'not slow'
+
+FILES, ROWS = 12, 40
+STORAGE: dict[str, dict[str, Any]] = {
+    "contiguous": {},
+    "gzip-shuffle": {"chunks": (6, 16), "compression": "gzip", "shuffle": True},
+    "edges-unwritten": {"chunks": (7, 16), "fillvalue": -5.0},
+}
+
+
+def file_bytes(number: int, storage: str) -> bytes:
+    """Rows that name their file and row; some chunks never written (fill value)."""
+    buffer = io.BytesIO()
+    values = np.arange(ROWS * 16, dtype="f4").reshape(ROWS, 16) + 1000 * number
+    with h5py.File(buffer, "w") as f:
+        options = STORAGE[storage]
+        data = f.create_dataset("data", shape=values.shape, dtype="f4", **options)
+        if storage == "edges-unwritten":
+            data[: ROWS // 2] = values[: ROWS // 2]  # the chunks past half are never written
+        else:
+            data[...] = values
+        f["label"] = np.arange(ROWS) + 1000 * number
+    return buffer.getvalue()
+
+
+class Storage:
+    def __init__(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.proxy = LatencyProxy(f"{host}:{port}", latency=0.02)
+        self.options: dict[str, Any] = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": self.proxy.endpoint, "region_name": "us-east-1"},
+        }
+        self.fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
+        self.fs.call_s3("create_bucket", Bucket="corpus")
+        self.local: dict[str, bytes] = {}
+        for storage in STORAGE:
+            for number in range(FILES):
+                data = file_bytes(number, storage)
+                self.fs.pipe(f"corpus/{storage}/shard_{number:03d}.h5", data)
+                self.local[f"s3://corpus/{storage}/shard_{number:03d}.h5"] = data
+
+    def expected(self, storage: str) -> dict[str, np.ndarray]:
+        rows: dict[str, list[np.ndarray]] = {"data": [], "label": []}
+        for number in range(FILES):
+            data = self.local[f"s3://corpus/{storage}/shard_{number:03d}.h5"]
+            with h5py.File(io.BytesIO(data), "r") as f:
+                rows["data"].append(f["data"][()])
+                rows["label"].append(f["label"][()])
+        return {key: np.concatenate(parts) for key, parts in rows.items()}
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[Storage]:
+    made = Storage()
+    yield made
+    made.stop()
+
+
+@pytest.mark.parametrize("kind", list(STORAGE))
+def test_remote_byte_maps_equal_h5py_with_requests_in_flight(storage: Storage, kind: str) -> None:
+    ds = PooledH5Dataset(f"s3://corpus/{kind}/", ["data", "label"], storage_options=storage.options)
+    expected = storage.expected(kind)
+    assert {ds.engine.kind("data", n) for n in range(FILES)} == {
+        "contiguous" if kind == "contiguous" else "chunked"
+    }
+    order = np.random.default_rng(1).permutation(len(ds))
+    storage.proxy.reset()
+    for start in range(0, len(order), 64):
+        chosen = order[start : start + 64]
+        batch = ds.read_batch(np.concatenate([chosen, chosen[:3]]))  # duplicates too
+        for key in ("data", "label"):
+            got = batch[key].numpy()
+            want = expected[key][np.concatenate([chosen, chosen[:3]])]
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), key
+    assert storage.proxy.peak_in_flight > 1  # blocks of many files fetched together
+    assert storage.proxy.requests < len(order) // 4  # blocks, not a request per row
+    for index in (0, 5, len(ds) - 1):
+        sample = ds[index]
+        assert sample["data"].numpy().tobytes() == expected["data"][index].tobytes()
+    rows = [
+        v for batch in Loader(ds, 32, shuffle=False, num_threads=2) for v in batch["label"].tolist()
+    ]
+    assert rows == expected["label"].tolist()
+
+
+def test_a_changed_object_is_refused(storage: Storage) -> None:
+    ds = PooledH5Dataset(
+        "s3://corpus/contiguous/", ["data", "label"], storage_options=storage.options
+    )
+    ds.read_batch([0, ROWS])
+    storage.fs.pipe("corpus/contiguous/shard_001.h5", file_bytes(1, "contiguous") + b"\0" * 64)
+    try:
+        fresh = PooledH5Dataset(
+            "s3://corpus/contiguous/", ["data", "label"], storage_options=storage.options,
+            stale_after=0,
+        )  # fmt: skip
+        fresh.index.sizes[1] -= 64  # as indexed before the object grew
+        with pytest.raises(FileChangedError, match=r"shard_001\.h5"):
+            fresh.read_batch([ROWS + 1])
+    finally:
+        storage.fs.pipe("corpus/contiguous/shard_001.h5", file_bytes(1, "contiguous"))
