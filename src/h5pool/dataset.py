@@ -29,6 +29,12 @@ from h5pool.pool.file_table import DEFAULT_STALE_AFTER
 from h5pool.pool.handle_pool import HandlePool
 from h5pool.read.engine import ReadEngine
 from h5pool.read.named import NamedSamples, stack_samples
+from h5pool.read.remote_blocks import (
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_BLOCK_CACHE_BYTES,
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+    RemoteReads,
+)
 from h5pool.read.sample_errors import flat, naming_sample, position_of
 from h5pool.read.values import Strings, batch_values, sample_values, samples_of, to_tensor
 
@@ -121,6 +127,14 @@ class PooledH5Dataset(Dataset[Any]):
         one indexed, per file and process; a file rewritten or truncated under an
         open descriptor is found within this bound, as NFS clients see attribute
         changes within ``actimeo``.  0 checks at every visit.
+    remote_block_bytes
+        Remote objects with byte maps are read in aligned blocks of this many
+        bytes (1 MiB), many requests at once; ``None`` reads them through HDF5
+        over an fsspec file object instead, one request at a time.
+    max_requests_in_flight
+        Ranged requests open at once per batch (16).
+    remote_cache_bytes
+        Bytes of remote blocks kept per process, shared by threads (256 MiB).
 
     Raises
     ------
@@ -162,6 +176,9 @@ class PooledH5Dataset(Dataset[Any]):
         suffixes: Sequence[str] | None = None,
         strings: Strings = "str",
         stale_after: float = DEFAULT_STALE_AFTER,
+        remote_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
+        max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        remote_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES,
     ) -> None:
         if layout not in ("rows", "members", "groups"):
             raise ValueError(f"layout must be 'rows', 'members' or 'groups', not {layout!r}")
@@ -180,6 +197,14 @@ class PooledH5Dataset(Dataset[Any]):
             raise ValueError(f"stale_after must be >= 0 seconds, not {stale_after}")
         #: Seconds between two stamp checks of an open file (see the class docstring).
         self.stale_after = float(stale_after)
+        if (
+            remote_block_bytes is not None and remote_block_bytes < 1
+        ) or max_requests_in_flight < 1:
+            raise ValueError("remote_block_bytes and max_requests_in_flight must be at least 1")
+        #: How remote objects are read (see the class docstring).
+        self.remote_reads = RemoteReads(
+            remote_block_bytes, max_requests_in_flight, remote_cache_bytes
+        )
         if strings not in ("str", "bytes"):
             raise ValueError(f"strings must be 'str' or 'bytes', not {strings!r}")
         #: String datasets as ``str`` (UTF-8 decoded) or as ``bytes``.
@@ -389,6 +414,7 @@ class PooledH5Dataset(Dataset[Any]):
                         num_threads=self.num_threads,
                         chunk_cache_bytes=self.chunk_cache_bytes,
                         stale_after=self.stale_after,
+                        remote=self.remote_reads,
                     )
                     self._engine, self._engine_pid = engine, os.getpid()
                     self._engine_forks = _FORKS

@@ -130,3 +130,22 @@ def test_a_changed_object_is_refused(storage: Storage) -> None:
             fresh.read_batch([ROWS + 1])
     finally:
         storage.fs.pipe("corpus/contiguous/shard_001.h5", file_bytes(1, "contiguous"))
+
+
+def test_remote_block_bytes_none_keeps_the_hdf5_path(storage: Storage) -> None:
+    """``remote_block_bytes=None``: objects through HDF5 over fsspec, as before."""
+    expected = storage.expected("gzip-shuffle")
+    ds = PooledH5Dataset(
+        "s3://corpus/gzip-shuffle/",
+        ["data", "label"],
+        storage_options=storage.options,
+        remote_block_bytes=None,
+    )
+    chosen = np.random.default_rng(2).permutation(len(ds))[:50]
+    storage.proxy.reset()
+    batch = ds.read_batch(chosen)
+    assert batch["data"].numpy().tobytes() == expected["data"][chosen].tobytes()
+    assert ds.engine.remote_blocks is None and storage.proxy.peak_in_flight == 1
+    with pytest.raises(ValueError, match="remote_block_bytes"):
+        PooledH5Dataset("s3://corpus/gzip-shuffle/", "data", storage_options=storage.options,
+                        remote_block_bytes=0)  # fmt: skip

@@ -191,6 +191,12 @@ def pooled_read_batch(corpus: Corpus) -> Result:
     dataset.pool.close()
     note = f"pool {stats.max_open}, {stats.hdf5_opens} HDF5 opens, {stats.raw_opens} os.open"
     count = sum(len(b) for b in batches)
+    blocks = dataset.engine.remote_blocks
+    if blocks is not None and blocks.requests:  # objects read as blocks
+        note += (
+            f", {blocks.requests / max(count, 1):.3f} requests/sample, "
+            f"up to {blocks.max_requests_in_flight} in flight"
+        )
     return Result("pooled-read-batch", count, seconds, peak_open=stats.peak_open_files, note=note)
 
 

@@ -44,7 +44,7 @@ from h5pool.read.key_kinds import (
     remote_files,
 )
 from h5pool.read.plan import KEY_SLOTS, Rows, read_contiguous, read_whole_chunks
-from h5pool.read.remote_blocks import BlockCache
+from h5pool.read.remote_blocks import DEFAULT_BLOCK_BYTES, BlockCache, RemoteReads
 from h5pool.read.remote_plan import read_by_blocks
 from h5pool.read.threads import BatchThreads, default_batch_threads
 
@@ -66,6 +66,7 @@ class ReadEngine:
         num_threads: int | None = None,
         chunk_cache_bytes: int,
         stale_after: float = DEFAULT_STALE_AFTER,
+        remote: RemoteReads | None = None,
     ) -> None:
         self.index = index
         self.pool = pool
@@ -78,12 +79,14 @@ class ReadEngine:
         self._maps: list[KeyMaps] = [index.maps[key] for key in self.keys]
         kinds = self.key_kinds = KeyKinds(self._maps, pool.plain_descriptor)
         self._dtypes, self._kinds, self._geometry = kinds.dtypes, kinds.kinds, kinds.geometry
-        remote = remote_files(index.files)
+        remote_mask = remote_files(index.files)
         # Remote files take byte maps of contiguous keys and of chunks of whole rows.
         partial = np.zeros(len(index.files), dtype=bool)
         for codes in kinds.file_codes:
             partial |= codes == PARTIAL_CHUNKS
-        needs_hdf5 = kinds.needs_hdf5 | (remote & partial)
+        self.remote = remote if remote is not None else RemoteReads()
+        through_hdf5 = remote_mask & (partial | (self.remote.block_bytes is None))
+        needs_hdf5 = kinds.needs_hdf5 | through_hdf5
         self._needs_hdf5 = needs_hdf5.tolist()
         #: The files read through byte maps only, by number, through the file table.
         self.table = (
@@ -91,10 +94,10 @@ class ReadEngine:
             if pool.plain_descriptor
             else None
         )
-        local = ~needs_hdf5 & ~remote
+        local = ~needs_hdf5 & ~remote_mask
         self._by_table = local if self.table is not None else np.zeros_like(local)
         #: Remote files read through their byte maps, as blocks (h5pool.read.remote_blocks).
-        self._by_blocks = ~needs_hdf5 & remote
+        self._by_blocks = ~needs_hdf5 & remote_mask
         self._stale_after = stale_after
         self._blocks: BlockCache | None = None
         #: Files that need HDF5, through the pool's handles.
@@ -314,7 +317,12 @@ class ReadEngine:
             for number in np.unique(self._by_blocks.nonzero()[0]).tolist():
                 sizes[self.index.files[number]] = self._stamp_of(number)
             self._blocks = BlockCache(
-                self.pool.filesystems, sizes.__getitem__, stale_after=self._stale_after
+                self.pool.filesystems,
+                sizes.__getitem__,
+                block_bytes=self.remote.block_bytes or DEFAULT_BLOCK_BYTES,
+                max_requests_in_flight=self.remote.max_requests_in_flight,
+                max_bytes=self.remote.cache_bytes,
+                stale_after=self._stale_after,
             )
         urls = {f: self.index.files[f] for f in np.unique(file_numbers).tolist()}
 
@@ -336,6 +344,11 @@ class ReadEngine:
             [outputs[key] for key in self.keys],
             on_error,
         )
+
+    @property
+    def remote_blocks(self) -> BlockCache | None:
+        """The block cache of remote objects (``None`` until one is read)."""
+        return self._blocks
 
     def _stamp_of(self, file_number: int) -> tuple[int, int]:
         return int(self.index.sizes[file_number]), int(self.index.mtimes[file_number])

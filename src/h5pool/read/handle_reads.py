@@ -107,17 +107,16 @@ class HandleReads:
                 spec_id = int(key_maps.spec_ids[file_number])
                 kind = self._kinds[number][spec_id]
                 try:
-                    if kind == CONTIGUOUS:
-                        if fd is None:
-                            raise OSError("no plain descriptor to read a byte map through")
+                    if fd is None:  # a remote object, or another driver: HDF5 reads it all
+                        reader = self._hdf5_reader(entry, number, file_number)
+                        reader.read_rows_into(rows, positions, outputs[key])
+                    elif kind == CONTIGUOUS:
                         view = views[number]
                         if view is not None:  # None: rows of 0 bytes
                             base = int(key_maps.positions[file_number])
                             row_bytes = outputs[key].strides[0]
                             scatter_runs(fd, base, row_bytes, rows, positions, view)
                     elif kind == CHUNKED:
-                        if fd is None:
-                            raise OSError("no plain descriptor to read a byte map through")
                         source = chunk_source(key_maps, self._geometry[number], self.chunks,
                                               number, file_number, fd)  # fmt: skip
                         read_chunked_rows(source, rows, positions, outputs[key])

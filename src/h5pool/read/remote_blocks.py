@@ -21,6 +21,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from h5pool.errors import FileChangedError, ReadError
@@ -36,6 +37,16 @@ DEFAULT_BLOCK_CACHE_BYTES = 256 << 20
 
 Block = tuple[str, int]
 Stamps = Callable[[str], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class RemoteReads:
+    """How a dataset reads remote objects: ``block_bytes`` (``None``: through
+    HDF5, one request at a time), requests in flight, and the block cache."""
+
+    block_bytes: int | None = DEFAULT_BLOCK_BYTES
+    max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT
+    cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES
 
 
 class BlockCache:
