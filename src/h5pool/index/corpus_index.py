@@ -71,6 +71,9 @@ class CorpusIndex:
     groups: GroupTable = field(default_factory=GroupTable)
     #: Files written under SWMR: growing (size and mtime up) is not a change.
     appending: bool = False
+    #: ``time.monotonic()`` when every file's stamp was last read from the
+    #: storage (a scan, or ``verify="stat"``); ``None`` when the cache was trusted.
+    verified_at: float | None = field(default=None, compare=False)
     ends: IntArray = field(init=False)
     #: ``(ends it was made from, ends, starts, total)`` as ``array.array``: ``ds[i]``
     #: bisects it with ints, 8 bytes per file (a numpy array makes an object

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -135,7 +136,7 @@ def obtain_index(
         )
 
     if cache is None:
-        return build(list_files(), None, True)
+        return _verified(build(list_files(), None, True))
     if os.path.isdir(cache):
         raise ValueError(
             f"index_cache {os.fspath(cache)!r} is a folder; give a file path such as "
@@ -165,6 +166,8 @@ def obtain_index(
         ):
             return cached, skipped_before, ScanStats(files_reused=len(cached.files))
         index, skipped, stats = build(paths, cached, verify != "listing")
+        if verify == "stat":
+            index.verified_at = time.monotonic()
         stale = cached is None or not cached.same_entries(index) or meta.get("source") != source
         if stale and unwritable:
             _warn_once(
@@ -175,6 +178,14 @@ def obtain_index(
         elif stale:
             _save(index, cache, {"source": source, "skipped": skipped})
         return index, skipped, stats
+
+
+def _verified(
+    found: tuple[CorpusIndex, Skipped, ScanStats],
+) -> tuple[CorpusIndex, Skipped, ScanStats]:
+    """Every stamp of a fresh scan was just read from the storage."""
+    found[0].verified_at = time.monotonic()
+    return found
 
 
 def why_unwritable(cache: str | os.PathLike[str]) -> str:

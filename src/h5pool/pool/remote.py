@@ -45,11 +45,13 @@ DEFAULT_OPEN_OPTIONS: dict[str, Any] = {
 
 #: Bounded waiting for S3: a stopped or unreachable server must give an error,
 #: not a hang.  botocore retries transient errors up to ``max_attempts`` times.
+#: Its pool of 10 connections would cap the blocks in flight (16 by default).
 S3_DEFAULT_OPTIONS: dict[str, Any] = {
     "config_kwargs": {
         "connect_timeout": 5,
         "read_timeout": 20,
         "retries": {"max_attempts": 3, "mode": "standard"},
+        "max_pool_connections": 32,
     },
 }
 

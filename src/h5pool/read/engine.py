@@ -323,6 +323,9 @@ class ReadEngine:
                 max_requests_in_flight=self.remote.max_requests_in_flight,
                 max_bytes=self.remote.cache_bytes,
                 stale_after=self._stale_after,
+                verified=dict.fromkeys(sizes, self.index.verified_at)
+                if self.index.verified_at is not None
+                else None,
             )
         urls = {f: self.index.files[f] for f in np.unique(file_numbers).tolist()}
 

@@ -21,6 +21,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ class BlockCache:
         See the module's defaults.
     stale_after
         Seconds between two checks of an object's stamp (0: before every fetch).
+    verified
+        When the stamps were last read, by URL (the index's scan or ``stat``).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class BlockCache:
         max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         max_bytes: int = DEFAULT_BLOCK_CACHE_BYTES,
         stale_after: float = 1.0,
+        verified: dict[str, float] | None = None,
     ) -> None:
         if block_bytes < 1 or max_requests_in_flight < 1:
             raise ValueError("block_bytes and max_requests_in_flight must be at least 1")
@@ -85,7 +89,8 @@ class BlockCache:
         self._blocks: dict[Block, bytes] = {}
         self._bytes = 0
         self._pending: dict[Block, threading.Event] = {}
-        self._checked: dict[str, float] = {}
+        #: When each object's stamp was last read (seeded with the index's own check).
+        self._checked: dict[str, float] = dict(verified or {})
         self._lock = threading.Lock()
         #: Ranged requests sent, and blocks they brought.
         self.requests = self.blocks_fetched = 0
@@ -205,13 +210,19 @@ class BlockCache:
                 event.set()
 
     def _check_stamps(self, urls: set[str]) -> None:
+        """Stamps that are due, asked for together: one round trip for all of them,
+        not one per object (a HEAD each, sequentially, cost 20 ms per object)."""
         now = time.monotonic()
-        due = [url for url in urls if now - self._checked.get(url, -1e18) >= self.stale_after]
-        for url in due:
-            try:
-                found = stamp_of_details(self.filesystems.for_url(url).info(url))
-            except Exception as exc:
-                raise remote_error(url, exc) from exc
+        due = sorted(url for url in urls if now - self._checked.get(url, -1e18) >= self.stale_after)
+        if not due:
+            return
+        workers = min(len(due), self.max_requests_in_flight)
+        with ThreadPoolExecutor(workers, thread_name_prefix="h5pool-stamp") as executor:
+            answers = list(executor.map(self._stamp_now, due))
+        for url, answer in zip(due, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise remote_error(url, answer) from answer
+            found = answer
             expected = self._stamps(url)
             if found != expected:
                 raise FileChangedError(
@@ -220,6 +231,12 @@ class BlockCache:
                     path=url,
                 )
             self._checked[url] = time.monotonic()
+
+    def _stamp_now(self, url: str) -> tuple[int, int] | BaseException:
+        try:
+            return stamp_of_details(self.filesystems.for_url(url).info(url))
+        except Exception as exc:  # raised, naming the URL, by the caller
+            return exc
 
 
 def describe(cache: BlockCache) -> dict[str, Any]:
