@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from h5pool.hdf5.kernel import PlanReadError, decode_chunks, unshuffle_into
+from h5pool.hdf5.kernel import PlanReadError, decode_chunks, pipeline_positions, unshuffle_into
 from h5pool.hdf5.kernel import inflate as kernel_inflate
 from h5pool.hdf5.kernel import unshuffle as kernel_unshuffle
 
@@ -215,13 +215,7 @@ def decode_deflate_chunks(
     if INFLATE_BACKEND == "zlib":
         decode_chunks(fds, table, limits, outs, pipeline)
         return
-    deflate_at = shuffle_at = -1
-    itemsize = 1
-    for position, (filter_id, params) in enumerate(pipeline):
-        if filter_id == DEFLATE:
-            deflate_at = position
-        elif filter_id == SHUFFLE:
-            shuffle_at, itemsize = position, params[0] if params else 1
+    deflate_at, shuffle_at, itemsize = pipeline_positions(pipeline)
     rows = zip(fds.tolist(), table.tolist(), limits.tolist(), outs, strict=True)
     for position, (fd, (offset, size, mask), limit, out) in enumerate(rows):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,15 +106,7 @@ def decode_chunks(
     The whole list runs in one C call without the GIL, so threads given shares
     of a batch's chunks decode side by side.
     """
-    deflate_at = shuffle_at = -1
-    itemsize = 1
-    for position, (filter_id, params) in enumerate(filters):
-        if filter_id == DEFLATE:
-            deflate_at = position
-        elif filter_id == SHUFFLE:
-            shuffle_at, itemsize = position, int(params[0]) if params else 1
-        else:
-            raise ValueError(f"decode_chunks undoes deflate and shuffle, not filter {filter_id}")
+    deflate_at, shuffle_at, itemsize = pipeline_positions(filters)
     failed, code = _kernel.decode_chunks(
         np.ascontiguousarray(fds, dtype=np.int64),
         np.ascontiguousarray(table[:, 0], dtype=np.int64),
@@ -123,12 +116,27 @@ def decode_chunks(
         [out.reshape(-1).view(np.uint8) for out in outs],
         deflate_at,
         shuffle_at,
-        max(itemsize, 1),
+        itemsize,
     )
     if code != 0:
         message = _CHUNK_MESSAGES.get(code) or os.strerror(code)
         where = f"chunk at byte {int(table[failed, 0]):,}"
         raise PlanReadError(f"{where}: {message}", position=failed, code=code)
+
+
+def pipeline_positions(filters: Sequence[tuple[int, Sequence[int]]]) -> tuple[int, int, int]:
+    """``(deflate position, shuffle position, shuffle element size)`` in a
+    pipeline of deflate and shuffle only (-1: absent); ``ValueError`` for others."""
+    deflate_at = shuffle_at = -1
+    itemsize = 1
+    for position, (filter_id, params) in enumerate(filters):
+        if filter_id == DEFLATE:
+            deflate_at = position
+        elif filter_id == SHUFFLE:
+            shuffle_at, itemsize = position, int(params[0]) if params else 1
+        else:
+            raise ValueError(f"decode_chunks undoes deflate and shuffle, not filter {filter_id}")
+    return deflate_at, shuffle_at, max(itemsize, 1)
 
 
 def kernel_decodes(filters: tuple[tuple[int, tuple[int, ...]], ...]) -> bool:
