@@ -149,3 +149,20 @@ def test_remote_block_bytes_none_keeps_the_hdf5_path(storage: Storage) -> None:
     with pytest.raises(ValueError, match="remote_block_bytes"):
         PooledH5Dataset("s3://corpus/gzip-shuffle/", "data", storage_options=storage.options,
                         remote_block_bytes=0)  # fmt: skip
+
+
+def test_the_remote_index_is_built_in_one_concurrent_round(storage: Storage) -> None:
+    """Details and first bytes of every object asked for together, then parsed
+    locally: two requests an object, many in flight, the same index as before."""
+    storage.proxy.reset()
+    ds = PooledH5Dataset(
+        "s3://corpus/gzip-shuffle/", ["data", "label"], storage_options=storage.options,
+        scan_processes=1,
+    )  # fmt: skip
+    assert len(ds) == FILES * ROWS
+    assert storage.proxy.peak_in_flight > 1
+    assert storage.proxy.requests <= 1 + 2 * FILES  # the listing, then a HEAD and a GET each
+    expected = storage.expected("gzip-shuffle")
+    assert ds.read_batch([0, len(ds) - 1])["data"].numpy().tobytes() == (
+        expected["data"][[0, -1]].tobytes()
+    )

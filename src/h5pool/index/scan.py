@@ -32,6 +32,8 @@ from h5pool.index.merge import combine
 from h5pool.index.paths import PathList
 from h5pool.index.scan_one import FileEntry, scan_file
 from h5pool.pool.handle_pool import HandlePool
+from h5pool.pool.remote import is_url
+from h5pool.pool.remote_prefetch import prefetch
 from h5pool.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ class ScanRecipe:
         """Scan ``paths``; return what each gave, and how many HDF5 opens it took."""
         pool = self.pool.empty_copy()
         outcomes: list[Outcome] = []
+        remote = [path for path in paths if is_url(path)]
+        if remote:  # every object's details and first bytes in one concurrent round
+            prefetch(remote, pool.filesystems)
         try:
             for path in paths:
                 try:

@@ -28,6 +28,7 @@ from h5pool.errors import (
     SourceUnavailableError,
     UnreadableFileError,
 )
+from h5pool.pool.remote_prefetch import PrefixedFile
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class Filesystems:
     def __init__(self, storage_options: Mapping[str, Any] | None) -> None:
         self.storage_options = dict(storage_options or {})
         self._by_protocol: dict[str, Any] = {}
+        #: Objects' details and first bytes fetched together for a scan (see
+        #: h5pool.pool.remote_prefetch), or the error fetching them gave.
+        self.prefetched: dict[str, Any] = {}
 
     def for_url(self, url: str) -> Any:
         protocol = protocol_of(url)
@@ -99,8 +103,18 @@ def open_remote(url: str, filesystems: Filesystems, open_options: Mapping[str, A
     if "cache_type" in open_options:
         del options["cache_options"]  # the default's options fit only the default's cache
     options.update(open_options)
+    known = filesystems.prefetched.pop(url, None)
+    if isinstance(known, BaseException):
+        raise remote_error(url, known) from known
     try:
-        return filesystems.for_url(url).open(url, "rb", **options)
+        filesystem = filesystems.for_url(url)
+        if known is not None:  # the scan's prefix serves the metadata; no HEAD again
+            details, prefix = known
+            size = int(details.get("size") or 0)
+            return PrefixedFile(
+                prefix, details, lambda: filesystem.open(url, "rb", size=size, **options)
+            )
+        return filesystem.open(url, "rb", **options)
     except Exception as exc:
         raise remote_error(url, exc) from exc
 
@@ -134,6 +148,11 @@ def stamp_of_details(details: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def remote_stamp(url: str, filesystems: Filesystems) -> tuple[int, int]:
+    known = filesystems.prefetched.get(url)
+    if isinstance(known, BaseException):
+        raise remote_error(url, known) from known
+    if known is not None:
+        return stamp_of_details(known[0])
     try:
         return stamp_of_details(filesystems.for_url(url).info(url))
     except Exception as exc:
