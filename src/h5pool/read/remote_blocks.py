@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from h5pool.errors import FileChangedError, ReadError
 from h5pool.pool.remote import Filesystems, remote_error, stamp_of_details
@@ -237,8 +236,3 @@ class BlockCache:
             return stamp_of_details(self.filesystems.for_url(url).info(url))
         except Exception as exc:  # raised, naming the URL, by the caller
             return exc
-
-
-def describe(cache: BlockCache) -> dict[str, Any]:
-    """The cache's counters, for ``Loader.stats`` and ``h5pool bench``."""
-    return {"requests": cache.requests, "blocks_fetched": cache.blocks_fetched}
