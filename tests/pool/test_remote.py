@@ -273,11 +273,13 @@ def test_cli_info_and_bench_accept_urls(s3: S3Server) -> None:
         "open-per-sample",
         "open-all",
         "pooled-block",
+        "pooled-read-batch",
         "raw-pread",
     )
     assert bench.returncode == 0, bench.stderr
     assert "40 files given" in bench.stdout
     assert "n/a: remote files have no descriptor" in bench.stdout
+    assert re.search(r"[0-9.]+ requests/sample, peak \d+ in flight", bench.stdout)
     missing = run_cli("info", "s3://corpus/nothing-here.h5", "--storage-options", options)
     assert missing.returncode == 3 and "s3://corpus/nothing-here.h5" in missing.stderr
 

@@ -104,6 +104,9 @@ def test_remote_byte_maps_equal_h5py_with_requests_in_flight(storage: Storage, k
             want = expected[key][np.concatenate([chosen, chosen[:3]])]
             assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), key
     assert storage.proxy.peak_in_flight > 1  # blocks of many files fetched together
+    blocks = ds.engine.remote_blocks
+    assert blocks is not None and 1 < blocks.peak_in_flight <= 16
+    assert blocks.requests <= storage.proxy.requests
     assert storage.proxy.requests < len(order) // 4  # blocks, not a request per row
     for index in (0, 5, len(ds) - 1):
         sample = ds[index]

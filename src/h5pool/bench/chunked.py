@@ -195,7 +195,7 @@ def pooled_read_batch(corpus: Corpus) -> Result:
     if blocks is not None and blocks.requests:  # objects read as blocks
         note += (
             f", {blocks.requests / max(count, 1):.3f} requests/sample, "
-            f"up to {blocks.max_requests_in_flight} in flight"
+            f"peak {blocks.peak_in_flight} in flight"
         )
     return Result("pooled-read-batch", count, seconds, peak_open=stats.peak_open_files, note=note)
 

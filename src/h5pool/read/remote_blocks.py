@@ -91,8 +91,9 @@ class BlockCache:
         #: When each object's stamp was last read (seeded with the index's own check).
         self._checked: dict[str, float] = dict(verified or {})
         self._lock = threading.Lock()
-        #: Ranged requests sent, and blocks they brought.
-        self.requests = self.blocks_fetched = 0
+        #: Ranged requests sent, the blocks they brought, and the most sent in one
+        #: concurrent call (capped by ``max_requests_in_flight``).
+        self.requests = self.blocks_fetched = self.peak_in_flight = 0
 
     def fetch(self, ranges: Sequence[tuple[str, int, int]]) -> dict[Block, bytes]:
         """The blocks that cover ``(url, offset, length)`` ranges, fetching the missing."""
@@ -184,6 +185,9 @@ class BlockCache:
                 fetched[(url, number)] = bytes(data[begin : begin + block])
         with self._lock:
             self.requests += len(runs)
+            self.peak_in_flight = max(
+                self.peak_in_flight, min(len(runs), self.max_requests_in_flight)
+            )
             self.blocks_fetched += len(fetched)
             for key, data in fetched.items():
                 self._keep_locked(key, data)
