@@ -321,3 +321,15 @@ def test_access_denied_names_the_url() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_users_botocore_settings_merge_with_h5pools() -> None:
+    """A user's ``config_kwargs`` override h5pool's S3 defaults key by key: the
+    bounded timeouts and the connection pool for blocks in flight stay."""
+    from h5pool.pool.remote import Filesystems
+
+    options = {"config_kwargs": {"read_timeout": 7}, "anon": True}
+    filesystem = Filesystems(options).for_url("s3://bucket/key.h5")
+    assert filesystem.config_kwargs["read_timeout"] == 7
+    assert filesystem.config_kwargs["connect_timeout"] == 5
+    assert filesystem.config_kwargs["max_pool_connections"] == 32

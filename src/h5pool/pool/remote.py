@@ -89,7 +89,11 @@ class Filesystems:
             options: dict[str, Any] = {}
             if protocol in ("s3", "s3a"):
                 options.update(S3_DEFAULT_OPTIONS)
-            options.update({k: v for k, v in self.storage_options.items() if k != "retries"})
+            given = {k: v for k, v in self.storage_options.items() if k != "retries"}
+            if isinstance(given.get("config_kwargs"), Mapping) and "config_kwargs" in options:
+                # the user's botocore settings over h5pool's, not instead of them
+                given["config_kwargs"] = {**options["config_kwargs"], **given["config_kwargs"]}
+            options.update(given)
             filesystem = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
             if protocol in ("s3", "s3a"):
                 filesystem.retries = self.storage_options.get("retries", S3_FILESYSTEM_RETRIES)
