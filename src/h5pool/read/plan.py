@@ -10,9 +10,10 @@ with no Python loop per row:
   the GIL released;
 - *chunked* keys whose chunks hold whole rows: the distinct chunks the batch
   needs (``np.unique`` over their numbers in the key's chunk table) and, for
-  each chunk, which of its rows go to which slots.  Each chunk is read and
-  decoded once (cached ones not at all), in threads split by stored bytes, and
-  its rows are copied out with one numpy assignment.
+  each row, its chunk and row within it.  Each chunk is read and decoded once
+  (cached ones not at all; one another batch is decoding is waited for), in
+  threads split by stored bytes, and the kernel's ``gather_rows`` copies every
+  row out of its chunk in one call.
 
 Python loops per chunk and per thread, never per row.
 """
