@@ -388,3 +388,22 @@ def test_batches_over_many_files_of_mixed_storage_equal_h5py(
         sample = ds[index]
         assert all(as_bytes(sample[k]) == as_bytes(native(expected[k][index])) for k in "abcd")
     assert ds.pool.stats().peak_open_files <= max(max_open, 2)
+
+
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+@pytest.mark.parametrize("storage", ["gzip1", "gzip4-shuffle", "gzip9", "partly-written"])
+def test_deflate_through_each_backend_equals_h5py(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, storage: str
+) -> None:
+    """Deflate chunks decode through ISA-L's loop when it is installed and through
+    the kernel's ``decode_chunks`` when it is not: both, 1 and 2 threads, against h5py."""
+    from h5pool.hdf5 import decode
+
+    monkeypatch.setattr(decode, "INFLATE_BACKEND", backend)
+    paths = write_case(tmp_path / "case", "<f4", (ROWS, 5), storage)
+    expected = expected_rows(paths)
+    shuffled = [int(i) for i in np.random.default_rng(4).permutation(len(expected))]
+    for threads in (1, 2):
+        ds = PooledH5Dataset(paths, "x", num_threads=threads, chunk_cache_bytes=0)
+        check_batch(ds, expected, [*shuffled, *shuffled[:5]])
+        assert all(same(ds[i], expected[i]) for i in range(len(expected)))

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h5pool.hdf5 import _kernel
+from h5pool.hdf5 import _kernel, decode
 from h5pool.hdf5.kernel import PlanReadError, decode_chunks, inflate, read_rows, unshuffle
 
 SETTINGS = settings(
@@ -141,22 +141,35 @@ def write_chunks(path: Path, chunks: list[bytes]) -> tuple[np.ndarray, int]:
     masks=st.lists(st.integers(0, 3), min_size=6, max_size=6),
     level=st.integers(1, 9),
 )
+@pytest.mark.parametrize("backend", ["kernel", "isal loop", "kernel through decode"])
 def test_decode_chunks_equals_zlib_and_shuffle(
-    tmp_path: Path, values: list[bytes], masks: list[int], level: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    values: list[bytes],
+    masks: list[int],
+    level: int,
 ) -> None:
-    """Pipeline (shuffle, deflate); a mask bit skips its filter, as HDF5 writes it."""
+    """Pipeline (shuffle, deflate); a mask bit skips its filter, as HDF5 writes it.
+    The kernel's one call, and ``decode_deflate_chunks`` with ISA-L's loop and
+    with the kernel as its fallback, give the same bytes."""
     stored = []
     for data, mask in zip(values, masks, strict=False):
         step = data if mask & 1 else shuffle(data, 4)
         stored.append(step if mask & 2 else zlib.compress(step, level))
-    path = tmp_path / f"chunks-{level}.bin"
+    path = tmp_path / f"chunks-{backend}-{level}.bin"
     table, size = write_chunks(path, stored)
     table[:, 2] = masks[: len(values)]
     outs = [np.empty(64, np.uint8) for _ in values]
     fd = os.open(path, os.O_RDONLY)
     try:
         fds = np.full(len(values), fd)
-        decode_chunks(fds, table, np.full(len(values), size), outs, ((2, (4,)), (1, (4,))))
+        pipeline = ((2, (4,)), (1, (4,)))
+        if backend == "kernel":
+            decode_chunks(fds, table, np.full(len(values), size), outs, pipeline)
+        else:
+            monkeypatch.setattr(decode, "INFLATE_BACKEND", "isal" if "isal" in backend else "zlib")
+            decode.decode_deflate_chunks(fds, table, np.full(len(values), size), outs, pipeline)
     finally:
         os.close(fd)
     assert [out.tobytes() for out in outs] == values

@@ -138,14 +138,7 @@ class DecodedChunks:
             return None, pending
 
     def release_claim(self, key: Any) -> None:
-        with self._lock:
-            pending = self._pending.pop(key, None)
-        if pending is not None:
-            pending.set()
-
-    def contains(self, key: Any) -> bool:
-        with self._lock:
-            return key in self._cache
+        self.release_claims([key])
 
     def put(self, key: Any, chunk: npt.NDArray[Any]) -> None:
         size = max(chunk.nbytes, 1)
@@ -183,10 +176,10 @@ def decode_raw_chunk(stored: tuple[bytes, int] | None, geometry: ChunkGeometry) 
 
 
 class ChunkSource:
-    """The chunks of one (file, key): from this batch's prefetched chunks, the
-    cache, or read and decoded now (then cached)."""
+    """The chunks of one (file, key): from the cache, or read and decoded now
+    (then cached); one another thread is decoding is waited for."""
 
-    __slots__ = ("cache", "cache_key", "fd", "geometry", "prefetched", "table")
+    __slots__ = ("cache", "cache_key", "fd", "geometry", "table")
 
     def __init__(
         self,
@@ -195,17 +188,12 @@ class ChunkSource:
         geometry: ChunkGeometry,
         cache: DecodedChunks,
         cache_key: tuple[int, int],
-        prefetched: dict[Any, npt.NDArray[Any]] | None = None,
     ) -> None:
         self.fd, self.table, self.geometry = fd, table, geometry
         self.cache, self.cache_key = cache, cache_key
-        self.prefetched = prefetched
 
     def chunk(self, number: int, first_row: int) -> npt.NDArray[Any]:
         key = (*self.cache_key, number)
-        chunk = self.prefetched.get(key) if self.prefetched else None
-        if chunk is not None:
-            return chunk
         while True:  # another thread may be decoding it: wait for it, then look again
             chunk, pending = self.cache.claim(key)
             if chunk is not None:
@@ -223,25 +211,6 @@ class ChunkSource:
         finally:
             self.cache.release_claim(key)
         return chunk
-
-    def missing(self, rows: Sequence[int]) -> list[tuple[int, int]]:
-        """``(chunk number, first row needing it)`` of the chunks ``rows`` need that
-        are not cached yet."""
-        geometry = self.geometry
-        first_axis = geometry.chunk_shape[0]
-        per_chunk_row = int(np.prod(geometry.inner_grid, dtype=np.int64))
-        found: list[tuple[int, int]] = []
-        last = -1
-        for row in rows:
-            chunk_row = row // first_axis
-            if chunk_row == last:
-                continue
-            last = chunk_row
-            for inner in range(per_chunk_row):
-                number = chunk_row * per_chunk_row + inner
-                if not self.cache.contains((*self.cache_key, number)):
-                    found.append((number, row))
-        return found
 
 
 def read_chunked_rows(

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from h5pool.pool.file_table import FileTable
 
-#: The longest a batch waits for other readers' pins before it overflows max_open.
-PIN_WAIT_SECONDS = 1.0
+#: The longest a batch waits for other readers' pins before it overflows
+#: max_open: readers release their pins within one batch, so this bounds only a
+#: stall (a loaded machine), never a deadlock, and an overflow is not an error.
+PIN_WAIT_SECONDS = 10.0
 
 
 class SharedBudget:

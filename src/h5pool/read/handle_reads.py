@@ -40,7 +40,7 @@ def chunk_source(
     geometry = geometries[int(key_maps.spec_ids[file_number])]
     assert geometry is not None
     table = key_maps.chunks[int(key_maps.positions[file_number]) :]  # the file's come first
-    return ChunkSource(fd, table, geometry, cache, (file_number, number), None)
+    return ChunkSource(fd, table, geometry, cache, (file_number, number))
 
 
 class HandleReads:
