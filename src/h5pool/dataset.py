@@ -364,6 +364,37 @@ class PooledH5Dataset(Dataset[Any]):
         file_numbers, rows = self.index.locate_many(indices)
         return self._values(self._read_columns(file_numbers, rows, indices))
 
+    def prefetch(self, indices: Indices) -> int:
+        """Start fetching the blocks of remote objects that ``indices`` will read,
+        and return at once.
+
+        A later :meth:`read_batch` of those samples waits for the requests in
+        flight instead of sending its own, so a loop that knows its next batches
+        overlaps their round trips with the current one's decoding; the
+        :class:`~h5pool.Loader` does this.  Requests stay within
+        ``max_requests_in_flight``.  Local files, and objects read through HDF5
+        (``remote_block_bytes=None``), have nothing to fetch ahead.
+
+        Parameters
+        ----------
+        indices
+            Global sample indices of the "rows" layout.
+
+        Returns
+        -------
+        int
+            The blocks asked for (0 when everything is cached or in flight).
+        """
+        if self.layout != "rows" or not self.index.files:
+            return 0
+        file_numbers, rows = self.index.locate_many(indices)
+        return self.engine.prefetch(file_numbers, rows) if len(file_numbers) else 0
+
+    @property
+    def fetches_ahead(self) -> bool:
+        """Whether :meth:`prefetch` has anything to do: objects read as blocks."""
+        return self.layout == "rows" and self.engine.reads_blocks
+
     def _values(self, columns: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
         """Numpy columns as the user gets them (see h5pool.read.values)."""
         values: dict[str, Any] = {}

@@ -18,12 +18,17 @@ from typing import Any
 class LatencyProxy:
     """A proxy to ``target`` (``host:port``) on a free port of 127.0.0.1."""
 
-    def __init__(self, target: str, latency: float = 0.0) -> None:
+    def __init__(self, target: str, latency: float = 0.0, backlog: int = 128) -> None:
         self.target = target
         self.latency = latency
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        #: Requests answered, and the most open at an arrival less those answered
+        #: so far: a client that opens connections in one burst shows the burst
+        #: here, one that ramps up (one more per answer) its first wave.
+        self.answered = 0
+        self.peak_unanswered_burst = 0
         self._lock = threading.Lock()
         proxy = self
 
@@ -40,6 +45,8 @@ class LatencyProxy:
                     proxy.requests += 1
                     proxy.in_flight += 1
                     proxy.peak_in_flight = max(proxy.peak_in_flight, proxy.in_flight)
+                    burst = proxy.in_flight - proxy.answered
+                    proxy.peak_unanswered_burst = max(proxy.peak_unanswered_burst, burst)
                 try:
                     time.sleep(proxy.latency)
                     connection = http.client.HTTPConnection(proxy.target, timeout=60)
@@ -67,10 +74,16 @@ class LatencyProxy:
                 finally:
                     with proxy._lock:
                         proxy.in_flight -= 1
+                        proxy.answered += 1
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # Connections waiting to be accepted: http.server's default of 5 drops
+            # the connects of a cold burst, and the kernel retries them after 1 s.
+            request_queue_size = backlog
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -79,6 +92,7 @@ class LatencyProxy:
     def reset(self) -> None:
         with self._lock:
             self.requests = self.peak_in_flight = 0
+            self.answered = self.peak_unanswered_burst = 0
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from h5pool import FileChangedError, Loader, PooledH5Dataset
+from helpers.filter_masks import write_with_filter_masks
 from helpers.latency_proxy import LatencyProxy
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
@@ -28,6 +29,7 @@ STORAGE: dict[str, dict[str, Any]] = {
     "contiguous": {},
     "gzip-shuffle": {"chunks": (6, 16), "compression": "gzip", "shuffle": True},
     "edges-unwritten": {"chunks": (7, 16), "fillvalue": -5.0},
+    "filter-masks": {},  # written chunk by chunk, every mask of shuffle + deflate
 }
 
 
@@ -36,12 +38,14 @@ def file_bytes(number: int, storage: str) -> bytes:
     buffer = io.BytesIO()
     values = np.arange(ROWS * 16, dtype="f4").reshape(ROWS, 16) + 1000 * number
     with h5py.File(buffer, "w") as f:
-        options = STORAGE[storage]
-        data = f.create_dataset("data", shape=values.shape, dtype="f4", **options)
-        if storage == "edges-unwritten":
-            data[: ROWS // 2] = values[: ROWS // 2]  # the chunks past half are never written
+        if storage == "filter-masks":
+            write_with_filter_masks(f, "data", values)
         else:
-            data[...] = values
+            data = f.create_dataset("data", shape=values.shape, dtype="f4", **STORAGE[storage])
+            if storage == "edges-unwritten":
+                data[: ROWS // 2] = values[: ROWS // 2]  # the chunks past half: never written
+            else:
+                data[...] = values
         f["label"] = np.arange(ROWS) + 1000 * number
     return buffer.getvalue()
 

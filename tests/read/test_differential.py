@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from h5pool import PooledH5Dataset
+from helpers.filter_masks import write_with_filter_masks
 
 ROWS = 11
 Writer = Callable[[h5py.File, str, np.ndarray], None]
@@ -156,6 +157,7 @@ SPECIAL: dict[str, tuple[Any, Writer]] = {
     "enum": (h5py.enum_dtype({"red": 0, "green": 1, "blue": 7}, basetype="u1"), plain()),
     "enum-chunked": (h5py.enum_dtype({"a": 0, "b": 1}, basetype="i1"), plain(chunks=(3,))),
     "array-type": ("<f4", array_type((3,))),
+    "filter-masks": ("<f4", write_with_filter_masks),
     "array-type-2d-gzip-shuffle": (
         "<i2",
         array_type((2, 2), chunks=(4, 3), compression="gzip", shuffle=True),

@@ -72,6 +72,11 @@ class Loader:
         DataLoader worker processes that read whole batches instead of threads.
     prefetch
         Batches in flight per thread or worker.
+    fetch_ahead
+        With threads, batches beyond those being read whose blocks of remote
+        objects are requested already (:meth:`PooledH5Dataset.prefetch`), so
+        their round trips overlap the current batches' decoding; within the
+        dataset's ``max_requests_in_flight``.  Local files ignore it.
     pin_memory
         Pin batches where CUDA exists.
     transform
@@ -116,6 +121,7 @@ class Loader:
         num_threads: int | None = None,
         num_workers: int = 0,
         prefetch: int = 2,
+        fetch_ahead: int = 4,
         pin_memory: bool = False,
         transform: BatchTransform | None = None,
         num_replicas: int | None = None,
@@ -129,8 +135,10 @@ class Loader:
                 "Loader stacks samples of one shape: the 'rows' layout, or 'groups' with "
                 "window=; use DataLoader for 'members' and whole groups"
             )
-        if batch_size < 1 or prefetch < 1 or num_workers < 0:
-            raise ValueError("batch_size and prefetch must be at least 1, num_workers >= 0")
+        if batch_size < 1 or prefetch < 1 or num_workers < 0 or fetch_ahead < 0:
+            raise ValueError(
+                "batch_size and prefetch must be at least 1, num_workers and fetch_ahead >= 0"
+            )
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -139,6 +147,7 @@ class Loader:
         self.num_threads = num_threads if num_threads is not None else default_loader_threads()
         self.num_workers = num_workers
         self.prefetch = prefetch
+        self.fetch_ahead = fetch_ahead
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.transform = transform
         self.multiprocessing_context = multiprocessing_context
@@ -263,6 +272,8 @@ class Loader:
         executor = ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="h5pool-loader")
         pending: collections.deque[Future[Batch]] = collections.deque()
         upcoming = iter(batches)
+        if self.fetch_ahead and self.dataset.fetches_ahead:
+            upcoming = fetching_ahead(upcoming, self.fetch_ahead, self.dataset.prefetch)
         try:
             for indices in upcoming:
                 pending.append(executor.submit(self._read, indices))
@@ -403,6 +414,26 @@ class _EpochBatches:
 
     def __len__(self) -> int:
         return self.count
+
+
+def fetching_ahead(
+    batches: Iterator[IntArray], count: int, prefetch: Callable[[IntArray], int]
+) -> Iterator[IntArray]:
+    """``batches``, each handed on once the ``count`` after it were prefetched.
+
+    A prefetch is advice: if it fails, the batch's own read raises the error,
+    naming the sample, in its turn.
+    """
+    ahead: collections.deque[IntArray] = collections.deque()
+    for indices in batches:
+        try:
+            prefetch(indices)
+        except Exception:  # the read of these samples reports it
+            logger.debug("prefetching a batch failed", exc_info=True)
+        ahead.append(indices)
+        if len(ahead) > count:
+            yield ahead.popleft()
+    yield from ahead
 
 
 def _identity(item: Any) -> Any:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
+
+from h5pool.pool.range_requests import RangeRequests
 
 #: Bytes fetched from the start of each object: HDF5's superblock, root group
 #: and the metadata of small and medium files.
 PREFIX_BYTES = 64 << 10
-#: Objects asked for at once.
-PREFETCH_WORKERS = 16
+#: Requests open at once (ramped up as connections open: see
+#: :mod:`h5pool.pool.range_requests`).
+PREFETCH_IN_FLIGHT = 16
 
 
 def prefetch(urls: Sequence[str], filesystems: Any) -> None:
@@ -29,20 +32,26 @@ def prefetch(urls: Sequence[str], filesystems: Any) -> None:
     todo = [url for url in urls if url not in filesystems.prefetched]
     if not todo:
         return
-
-    def fetch(url: str) -> tuple[dict[str, Any], bytes] | BaseException:
-        try:
-            filesystem = filesystems.for_url(url)
-            details = filesystem.info(url)
-            size = int(details.get("size") or 0)
-            prefix = filesystem.cat_file(url, start=0, end=min(size, PREFIX_BYTES)) if size else b""
-            return dict(details), bytes(prefix)
-        except Exception as exc:  # raised by remote_stamp / open_remote, naming the URL
-            return exc
-
-    with ThreadPoolExecutor(min(PREFETCH_WORKERS, len(todo))) as executor:
-        for url, answer in zip(todo, executor.map(fetch, todo), strict=True):
-            filesystems.prefetched[url] = answer
+    requests = RangeRequests(filesystems, PREFETCH_IN_FLIGHT)
+    try:
+        asked = [(url, requests.details(url)) for url in todo]
+        prefixes: list[tuple[str, dict[str, Any], Future[bytes] | None]] = []
+        for url, details in asked:  # each prefix is sent as soon as its size is known
+            try:
+                found = dict(details.result())
+            except Exception as exc:  # raised by remote_stamp / open_remote, naming the URL
+                filesystems.prefetched[url] = exc
+                continue
+            size = int(found.get("size") or 0)
+            prefix = requests.get(url, 0, min(size, PREFIX_BYTES)) if size else None
+            prefixes.append((url, found, prefix))
+        for url, found, prefix in prefixes:
+            try:
+                filesystems.prefetched[url] = (found, prefix.result() if prefix else b"")
+            except Exception as exc:
+                filesystems.prefetched[url] = exc
+    finally:
+        requests.close()
 
 
 class PrefixedFile(io.RawIOBase):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ from h5pool.read.key_kinds import (
 )
 from h5pool.read.plan import KEY_SLOTS, Rows, read_contiguous, read_whole_chunks
 from h5pool.read.remote_blocks import DEFAULT_BLOCK_BYTES, BlockCache, RemoteReads
-from h5pool.read.remote_plan import read_by_blocks
+from h5pool.read.remote_plan import prefetch_by_blocks, read_by_blocks
 from h5pool.read.threads import BatchThreads, default_batch_threads
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,11 @@ class ReadEngine:
         self._by_table = local if self.table is not None else np.zeros_like(local)
         #: Remote files read through their byte maps, as blocks (h5pool.read.remote_blocks).
         self._by_blocks = ~needs_hdf5 & remote_mask
+        #: Some files are remote objects read as blocks (so worth fetching ahead).
+        self.reads_blocks = bool(self._by_blocks.any())
         self._stale_after = stale_after
         self._blocks: BlockCache | None = None
+        self._blocks_lock = threading.Lock()
         #: Files that need HDF5, through the pool's handles.
         self.handles = HandleReads(
             index,
@@ -183,6 +187,8 @@ class ReadEngine:
         self.threads.close()
         if self.table is not None:
             self.table.close()
+        if self._blocks is not None:
+            self._blocks.ranges.close()
 
     # -- planning ------------------------------------------------------------------
 
@@ -312,21 +318,6 @@ class ReadEngine:
     ) -> None:
         """Rows of remote files through their byte maps: one concurrent fetch of
         the blocks every key needs, then rows cut out and chunks decoded."""
-        if self._blocks is None:
-            sizes = {}  # by URL: the stamps the index recorded
-            for number in np.unique(self._by_blocks.nonzero()[0]).tolist():
-                sizes[self.index.files[number]] = self._stamp_of(number)
-            self._blocks = BlockCache(
-                self.pool.filesystems,
-                sizes.__getitem__,
-                block_bytes=self.remote.block_bytes or DEFAULT_BLOCK_BYTES,
-                max_requests_in_flight=self.remote.max_requests_in_flight,
-                max_bytes=self.remote.cache_bytes,
-                stale_after=self._stale_after,
-                verified=dict.fromkeys(sizes, self.index.verified_at)
-                if self.index.verified_at is not None
-                else None,
-            )
         urls = {f: self.index.files[f] for f in np.unique(file_numbers).tolist()}
 
         def on_error(number: int, position: int, exc: Exception) -> Exception:
@@ -336,7 +327,7 @@ class ReadEngine:
             return self._read_error(path, number, int(rows[position]), exc)
 
         read_by_blocks(
-            self._blocks,
+            self._block_cache(),
             urls,
             file_numbers,
             rows,
@@ -347,6 +338,39 @@ class ReadEngine:
             [outputs[key] for key in self.keys],
             on_error,
         )
+
+    def prefetch(self, file_numbers: IntArray, rows: IntArray) -> int:
+        """Send the block requests these rows of remote objects will need, without
+        waiting (other files: nothing to do).  Returns the blocks asked for."""
+        remote = self._by_blocks[file_numbers]
+        if not remote.any():
+            return 0
+        file_numbers, rows = file_numbers[remote], rows[remote]
+        files = np.unique(file_numbers)
+        urls = {f: self.index.files[f] for f in files.tolist()}
+        outputs = self.allocate(files, 0)
+        return prefetch_by_blocks(self._block_cache(), urls, file_numbers, rows, self._maps,
+                                  self.key_kinds, self.chunks, list(outputs.values()))  # fmt: skip
+
+    def _block_cache(self) -> BlockCache:
+        """The process's block cache, made on first use with the stamps the index
+        recorded (and when it read them)."""
+        with self._blocks_lock:
+            if self._blocks is None:
+                numbers = np.flatnonzero(self._by_blocks).tolist()
+                urls = [self.index.files[f] for f in numbers]
+                stamps = {url: self._stamp_of(f) for url, f in zip(urls, numbers, strict=True)}
+                verified = self.index.verified_at
+                self._blocks = BlockCache(
+                    self.pool.filesystems,
+                    stamps.__getitem__,
+                    block_bytes=self.remote.block_bytes or DEFAULT_BLOCK_BYTES,
+                    max_requests_in_flight=self.remote.max_requests_in_flight,
+                    max_bytes=self.remote.cache_bytes,
+                    stale_after=self._stale_after,
+                    verified=dict.fromkeys(urls, verified) if verified is not None else None,
+                )
+            return self._blocks
 
     @property
     def remote_blocks(self) -> BlockCache | None:

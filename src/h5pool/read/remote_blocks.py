@@ -3,11 +3,13 @@
 Why blocks: one ranged GET per row costs a round trip per sample; rows and
 chunks of one batch cluster in a few megabytes of each object.  A batch's
 ranges become aligned blocks (``block_bytes``, 1 MiB by default), clipped to
-the object's size, merged where they touch, and every missing block is fetched
-in one call of fsspec's ``cat_ranges``, which keeps up to
-``max_requests_in_flight`` requests open at once.  Blocks stay in a
-per-process cache bounded in bytes, shared by threads; a block another thread
-is fetching is waited for, not fetched twice.
+the object's size, merged where they touch, and every missing run of blocks
+is sent at once as one ranged request (:mod:`h5pool.pool.range_requests`
+keeps up to ``max_requests_in_flight`` of them open per process).  Blocks stay
+in a per-process cache bounded in bytes, shared by threads; a block in flight
+for another thread, batch or prefetch is waited for, not fetched twice.
+:meth:`BlockCache.prefetch` sends the requests of batches still to come
+without waiting for them.
 
 Each object's stamp (size and ETag or mtime, as the index recorded it) is
 checked when the process first reads it and then at most once per
@@ -17,14 +19,17 @@ checked when the process first reads it and then at most once per
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from h5pool.errors import FileChangedError, ReadError
+from h5pool.pool.range_requests import RangeRequests
 from h5pool.pool.remote import Filesystems, remote_error, stamp_of_details
 
 #: Bytes per block: large enough that a batch's rows of one object share a few,
@@ -36,6 +41,8 @@ DEFAULT_MAX_REQUESTS_IN_FLIGHT = 16
 DEFAULT_BLOCK_CACHE_BYTES = 256 << 20
 
 Block = tuple[str, int]
+#: A block on its way: the future of its request, and where that request starts.
+Pending = tuple["Future[bytes]", int]
 Stamps = Callable[[str], tuple[int, int]]
 
 
@@ -87,44 +94,46 @@ class BlockCache:
         self._stamps = stamps
         self._blocks: dict[Block, bytes] = {}
         self._bytes = 0
-        self._pending: dict[Block, threading.Event] = {}
+        self._pending: dict[Block, Pending] = {}
+        #: The ranged requests, bounded per process across threads and batches.
+        self.ranges = RangeRequests(filesystems, max_requests_in_flight)
         #: When each object's stamp was last read (seeded with the index's own check).
         self._checked: dict[str, float] = dict(verified or {})
         self._lock = threading.Lock()
-        #: Ranged requests sent, the blocks they brought, and the most sent in one
-        #: concurrent call (capped by ``max_requests_in_flight``).
-        self.requests = self.blocks_fetched = self.peak_in_flight = 0
+        #: Blocks the requests brought.
+        self.blocks_fetched = 0
+
+    @property
+    def requests(self) -> int:
+        """Ranged requests sent by this process's block cache."""
+        return self.ranges.requests
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests that were open at once (at most ``max_requests_in_flight``)."""
+        return self.ranges.peak_in_flight
 
     def fetch(self, ranges: Sequence[tuple[str, int, int]]) -> dict[Block, bytes]:
         """The blocks that cover ``(url, offset, length)`` ranges, fetching the missing."""
-        wanted: set[Block] = set()
-        block = self.block_bytes
-        for url, offset, length in ranges:
-            first, last = offset // block, (offset + max(length, 1) - 1) // block
-            wanted.update((url, number) for number in range(first, last + 1))
+        wanted = self._blocks_of(ranges)
         self._check_stamps({url for url, _ in wanted})
-        found: dict[Block, bytes] = {}
-        claimed: list[Block] = []
-        waiting: list[tuple[Block, threading.Event]] = []
-        with self._lock:
-            for key in sorted(wanted):
-                data = self._blocks.get(key)
-                if data is not None:
-                    found[key] = data
-                elif key in self._pending:
-                    waiting.append((key, self._pending[key]))
-                else:
-                    self._pending[key] = threading.Event()
-                    claimed.append(key)
-        try:
-            found.update(self._get(claimed))
-        finally:
-            self._release(claimed)
-        for key, event in waiting:
-            event.wait()
-            data = self._blocks.get(key)
-            found[key] = data if data is not None else self._get([key])[key]
+        found, waiting = self._claim(wanted)
+        for key, (future, run_start) in waiting.items():
+            found[key] = self._block_of(key, future, run_start)
         return found
+
+    def prefetch(self, ranges: Sequence[tuple[str, int, int]]) -> int:
+        """Start fetching the blocks of ``ranges`` that are neither kept nor in
+        flight, and return without waiting; a later :meth:`fetch` waits for them.
+
+        Nothing is sent while blocks in flight would fill half the cache: blocks
+        fetched ahead must not push out those about to be read.  Returns how
+        many blocks were asked for."""
+        with self._lock:
+            if len(self._pending) * self.block_bytes >= self.max_bytes // 2:
+                return 0  # what is in flight already fills half the cache
+        _, sent = self._claim(self._blocks_of(ranges), prefetching=True)
+        return len(sent)
 
     def read(self, blocks: dict[Block, bytes], url: str, offset: int, length: int) -> bytes:
         """``length`` bytes of ``url`` at ``offset``, out of ``blocks``."""
@@ -145,53 +154,79 @@ class BlockCache:
             )
         return data
 
-    def _get(self, keys: list[Block]) -> dict[Block, bytes]:
-        """Fetch ``keys`` (sorted): touching blocks of an object in one range each."""
-        if not keys:
-            return {}
+    def _blocks_of(self, ranges: Sequence[tuple[str, int, int]]) -> list[Block]:
+        wanted: set[Block] = set()
         block = self.block_bytes
-        runs: list[tuple[str, int, int]] = []  # url, first block, last block
-        for url, numbers in itertools.groupby(keys, key=lambda key: key[0]):
-            run: list[int] = []
-            for _, number in numbers:
-                if run and number != run[-1] + 1:
-                    runs.append((url, run[0], run[-1]))
-                    run = []
-                run.append(number)
-            runs.append((url, run[0], run[-1]))
-        sizes = {url: self._stamps(url)[0] for url, _, _ in runs}
-        paths = [url for url, _, _ in runs]
-        starts = [first * block for _, first, _ in runs]
-        ends = [min((last + 1) * block, sizes[url]) for url, _, last in runs]
-        filesystem = self.filesystems.for_url(paths[0])
-        try:
-            results = filesystem.cat_ranges(
-                paths, starts, ends, on_error="return", batch_size=self.max_requests_in_flight
-            )
-        except Exception as exc:
-            raise remote_error(paths[0], exc) from exc
-        fetched: dict[Block, bytes] = {}
-        for (url, first, last), start, end, data in zip(runs, starts, ends, results, strict=True):
-            if isinstance(data, BaseException):
-                raise remote_error(url, data) from data
-            if len(data) != end - start:
-                raise ReadError(
-                    f"{url}: asked for bytes {start:,}-{end:,}, got {len(data):,} "
-                    "(object changed since indexing?)",
-                    path=url,
-                )
-            for number in range(first, last + 1):
-                begin = number * block - start
-                fetched[(url, number)] = bytes(data[begin : begin + block])
+        for url, offset, length in ranges:
+            first, last = offset // block, (offset + max(length, 1) - 1) // block
+            wanted.update((url, number) for number in range(first, last + 1))
+        return sorted(wanted)
+
+    def _claim(
+        self, wanted: list[Block], prefetching: bool = False
+    ) -> tuple[dict[Block, bytes], dict[Block, Pending]]:
+        """Blocks kept, and the futures of the others: in flight already, or sent
+        now, touching blocks of an object in one request."""
+        found: dict[Block, bytes] = {}
+        waiting: dict[Block, Pending] = {}
+        missing: list[Block] = []
         with self._lock:
-            self.requests += len(runs)
-            self.peak_in_flight = max(
-                self.peak_in_flight, min(len(runs), self.max_requests_in_flight)
+            for key in wanted:
+                data = self._blocks.get(key)
+                if data is not None:
+                    found[key] = data
+                elif key in self._pending:
+                    if not prefetching:
+                        waiting[key] = self._pending[key]
+                else:
+                    missing.append(key)
+            runs = _runs(missing)
+            for url, first, last in runs:
+                start = first * self.block_bytes
+                end = min((last + 1) * self.block_bytes, self._stamps(url)[0])
+                future = self.ranges.get(url, start, end)
+                for number in range(first, last + 1):
+                    self._pending[(url, number)] = waiting[(url, number)] = (future, start)
+        for url, first, last in runs:
+            future, _ = waiting[(url, first)]
+            future.add_done_callback(functools.partial(self._arrived, url, first, last))
+        return found, waiting
+
+    def _arrived(self, url: str, first: int, last: int, future: Future[bytes]) -> None:
+        """Keep a request's blocks (on the event loop's thread); a failed or short
+        answer keeps nothing, and its readers raise when they look."""
+        keys = [(url, number) for number in range(first, last + 1)]
+        data = None if future.cancelled() or future.exception() else future.result()
+        with self._lock:
+            for key in keys:
+                self._pending.pop(key, None)
+            if data is None or len(data) != self._expected(url, first, last):
+                return
+            self.blocks_fetched += len(keys)
+            for number, key in enumerate(keys):
+                begin = number * self.block_bytes
+                piece = data if len(keys) == 1 else data[begin : begin + self.block_bytes]
+                self._keep_locked(key, piece)
+
+    def _block_of(self, key: Block, future: Future[bytes], run_start: int) -> bytes:
+        url, number = key
+        try:
+            data = future.result()
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        end = min((number + 1) * self.block_bytes, self._stamps(url)[0])
+        begin = number * self.block_bytes
+        piece = data[begin - run_start : end - run_start]
+        if len(piece) != end - begin:
+            raise ReadError(
+                f"{url}: asked for bytes {begin:,}-{end:,}, got {len(piece):,} "
+                "(object changed since indexing?)",
+                path=url,
             )
-            self.blocks_fetched += len(fetched)
-            for key, data in fetched.items():
-                self._keep_locked(key, data)
-        return fetched
+        return piece
+
+    def _expected(self, url: str, first: int, last: int) -> int:
+        return min((last + 1) * self.block_bytes, self._stamps(url)[0]) - first * self.block_bytes
 
     def _keep_locked(self, key: Block, data: bytes) -> None:
         if len(data) > self.max_bytes:
@@ -205,13 +240,6 @@ class BlockCache:
             evicted = self._blocks.pop(next(iter(self._blocks)))
             self._bytes -= len(evicted)
 
-    def _release(self, keys: list[Block]) -> None:
-        with self._lock:
-            events = [self._pending.pop(key, None) for key in keys]
-        for event in events:
-            if event is not None:
-                event.set()
-
     def _check_stamps(self, urls: set[str]) -> None:
         """Stamps that are due, asked for together: one round trip for all of them,
         not one per object (a HEAD each, sequentially, cost 20 ms per object)."""
@@ -219,9 +247,8 @@ class BlockCache:
         due = sorted(url for url in urls if now - self._checked.get(url, -1e18) >= self.stale_after)
         if not due:
             return
-        workers = min(len(due), self.max_requests_in_flight)
-        with ThreadPoolExecutor(workers, thread_name_prefix="h5pool-stamp") as executor:
-            answers = list(executor.map(self._stamp_now, due))
+        asked = [self.ranges.details(url) for url in due]
+        answers = [_answer(future) for future in asked]
         for url, answer in zip(due, answers, strict=True):
             if isinstance(answer, BaseException):
                 raise remote_error(url, answer) from answer
@@ -235,8 +262,25 @@ class BlockCache:
                 )
             self._checked[url] = time.monotonic()
 
-    def _stamp_now(self, url: str) -> tuple[int, int] | BaseException:
-        try:
-            return stamp_of_details(self.filesystems.for_url(url).info(url))
-        except Exception as exc:  # raised, naming the URL, by the caller
-            return exc
+
+def _answer(future: Future[dict[str, Any]]) -> tuple[int, int] | BaseException:
+    """An object's stamp, or the error asking for it gave (raised, naming the URL,
+    by the caller)."""
+    try:
+        return stamp_of_details(future.result())
+    except Exception as exc:
+        return exc
+
+
+def _runs(keys: list[Block]) -> list[tuple[str, int, int]]:
+    """Sorted blocks as runs ``(url, first, last)`` of touching block numbers."""
+    runs: list[tuple[str, int, int]] = []
+    for url, numbers in itertools.groupby(keys, key=lambda key: key[0]):
+        run: list[int] = []
+        for _, number in numbers:
+            if run and number != run[-1] + 1:
+                runs.append((url, run[0], run[-1]))
+                run = []
+            run.append(number)
+        runs.append((url, run[0], run[-1]))
+    return runs

@@ -43,6 +43,50 @@ def read_by_blocks(
 ) -> None:
     """Rows ``rows`` of remote files ``file_numbers`` into ``outputs[k][slots]``;
     ``urls[f]`` is file ``f``'s URL."""
+    wants, ranges = _plan(urls, file_numbers, rows, maps, kinds, decoded, outputs)
+    blocks = cache.fetch(ranges)
+    for number, (parts, out) in enumerate(zip(wants, outputs, strict=True)):
+        for part in parts:
+            where = slots[part[1]]
+            try:
+                if part[0] == "rows":
+                    _cut_rows(cache, blocks, part[2:], out, where)
+                else:
+                    _decode_and_gather(cache, blocks, part[2:], kinds.geometry[number], urls,
+                                       decoded, out, where)  # fmt: skip
+            except _AtPosition as failure:
+                raise on_error(
+                    number, int(part[1][failure.position]), failure.error
+                ) from failure.error
+
+
+def prefetch_by_blocks(
+    cache: BlockCache,
+    urls: Mapping[int, str],
+    file_numbers: IntArray,
+    rows: IntArray,
+    maps: list[KeyMaps],
+    kinds: KeyKinds,
+    decoded: DecodedChunks,
+    outputs: list[npt.NDArray[Any]],
+) -> int:
+    """Send the requests for blocks that rows ``rows`` of ``file_numbers`` will
+    need, without waiting; ``outputs`` only give the row sizes.  Returns how many
+    blocks were asked for."""
+    _, ranges = _plan(urls, file_numbers, rows, maps, kinds, decoded, outputs)
+    return cache.prefetch(ranges)
+
+
+def _plan(
+    urls: Mapping[int, str],
+    file_numbers: IntArray,
+    rows: IntArray,
+    maps: list[KeyMaps],
+    kinds: KeyKinds,
+    decoded: DecodedChunks,
+    outputs: list[npt.NDArray[Any]],
+) -> tuple[list[list[Any]], list[tuple[str, int, int]]]:
+    """What each key reads (rows, or chunks not decoded yet), and the byte ranges."""
     wants: list[list[Any]] = []
     ranges: list[tuple[str, int, int]] = []
     for number, (key_maps, out) in enumerate(zip(maps, outputs, strict=True)):
@@ -78,20 +122,7 @@ def read_by_blocks(
             parts.append(("chunks", chosen, chunks, keys, table, owners, spec_ids[first_use],
                           inverse, local, first_use))  # fmt: skip
         wants.append(parts)
-    blocks = cache.fetch(ranges)
-    for number, (parts, out) in enumerate(zip(wants, outputs, strict=True)):
-        for part in parts:
-            where = slots[part[1]]
-            try:
-                if part[0] == "rows":
-                    _cut_rows(cache, blocks, part[2:], out, where)
-                else:
-                    _decode_and_gather(cache, blocks, part[2:], kinds.geometry[number], urls,
-                                       decoded, out, where)  # fmt: skip
-            except _AtPosition as failure:
-                raise on_error(
-                    number, int(part[1][failure.position]), failure.error
-                ) from failure.error
+    return wants, ranges
 
 
 class _AtPosition(Exception):
