@@ -8,14 +8,17 @@ Every value is checked against h5py reading the same bytes locally.
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 
-from h5pool import FileChangedError, Loader, PooledH5Dataset
+from h5pool import CorpusError, FileChangedError, Loader, PooledH5Dataset
 from helpers.filter_masks import write_with_filter_masks
 from helpers.latency_proxy import LatencyProxy
 
@@ -64,6 +67,7 @@ class Storage:
         self.fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
         self.fs.call_s3("create_bucket", Bucket="corpus")
         self.local: dict[str, bytes] = {}
+        self.folder = tempfile.TemporaryDirectory()
         for storage in STORAGE:
             for number in range(FILES):
                 data = file_bytes(number, storage)
@@ -79,7 +83,20 @@ class Storage:
                 rows["label"].append(f["label"][()])
         return {key: np.concatenate(parts) for key, parts in rows.items()}
 
+    def local_copies(self, storage: str) -> list[Path]:
+        """The objects of ``storage`` written to local files."""
+        folder = Path(self.folder.name) / storage
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for url, data in self.local.items():
+            if url.startswith(f"s3://corpus/{storage}/"):
+                path = folder / url.rsplit("/", 1)[1]
+                path.write_bytes(data)
+                paths.append(path)
+        return sorted(paths)
+
     def stop(self) -> None:
+        self.folder.cleanup()
         self.proxy.stop()
         self.server.stop()
 
@@ -173,3 +190,98 @@ def test_the_remote_index_is_built_in_one_concurrent_round(storage: Storage) -> 
     assert ds.read_batch([0, len(ds) - 1])["data"].numpy().tobytes() == (
         expected["data"][[0, -1]].tobytes()
     )
+
+
+def test_prefetched_blocks_are_read_without_requests_of_their_own(storage: Storage) -> None:
+    expected = storage.expected("gzip-shuffle")
+    ds = PooledH5Dataset(
+        "s3://corpus/gzip-shuffle/", ["data", "label"], storage_options=storage.options,
+        remote_block_bytes=4096, stale_after=3600,
+    )  # fmt: skip
+    assert ds.fetches_ahead
+    chosen = np.random.default_rng(3).permutation(len(ds))[:40]
+    storage.proxy.reset()
+    asked = ds.prefetch(chosen)
+    assert asked > 1
+    assert ds.prefetch(chosen) == 0  # kept or in flight already: nothing sent twice
+    batch = ds.read_batch(chosen)  # waits for the prefetch's requests
+    assert batch["data"].numpy().tobytes() == expected["data"][chosen].tobytes()
+    blocks = ds.engine.remote_blocks
+    assert blocks is not None and blocks.blocks_fetched == asked
+    assert storage.proxy.requests == blocks.requests  # the read sent none of its own
+    local = PooledH5Dataset(
+        [str(p) for p in storage.local_copies("gzip-shuffle")], ["data", "label"]
+    )
+    assert not local.fetches_ahead and local.prefetch(chosen) == 0
+
+
+def test_one_limit_holds_across_threads_and_prefetch(storage: Storage) -> None:
+    """Two threads reading and a prefetch share ``max_requests_in_flight``."""
+    expected = storage.expected("contiguous")
+    ds = PooledH5Dataset(
+        "s3://corpus/contiguous/", ["data", "label"], storage_options=storage.options,
+        remote_block_bytes=1024, max_requests_in_flight=3, stale_after=3600,
+    )  # fmt: skip
+    order = np.random.default_rng(4).permutation(len(ds))
+    halves = [order[:150], order[150:300]]
+    storage.proxy.reset()
+    ds.prefetch(order[300:])
+    with ThreadPoolExecutor(2) as executor:
+        batches = list(executor.map(ds.read_batch, halves))
+    for chosen, batch in zip(halves, batches, strict=True):
+        assert batch["data"].numpy().tobytes() == expected["data"][chosen].tobytes()
+    blocks = ds.engine.remote_blocks
+    assert blocks is not None and blocks.peak_in_flight == 3
+    assert storage.proxy.peak_in_flight <= 3
+
+
+def test_new_connections_ramp_up(storage: Storage) -> None:
+    """A cold process opens four requests, then one more per answer, never a
+    burst of the whole limit (a small accept queue drops such bursts)."""
+    ds = PooledH5Dataset(
+        "s3://corpus/contiguous/", "data", storage_options=storage.options,
+        remote_block_bytes=64, max_requests_in_flight=16, stale_after=3600,
+    )  # fmt: skip
+    storage.proxy.reset()
+    ds.read_batch(np.arange(0, len(ds), 3))  # rows of 64 bytes: 160 runs of blocks apart
+    blocks = ds.engine.remote_blocks
+    assert blocks is not None and blocks.requests > 100
+    # Four at first; the proxy counts an answer a moment after the client has it,
+    # so a request or two sent on it may arrive first.  A burst would show 16.
+    assert storage.proxy.peak_unanswered_burst <= 6
+    assert blocks.peak_in_flight > 4  # it did ramp up
+
+
+@pytest.mark.parametrize("fetch_ahead", [0, 4])
+def test_the_loader_fetching_ahead_delivers_every_sample_once(
+    storage: Storage, fetch_ahead: int
+) -> None:
+    expected = storage.expected("edges-unwritten")
+    ds = PooledH5Dataset(
+        "s3://corpus/edges-unwritten/", ["data", "label"], storage_options=storage.options,
+        remote_block_bytes=4096,
+    )  # fmt: skip
+    loader = Loader(ds, 24, num_threads=2, fetch_ahead=fetch_ahead, seed=5)
+    labels, rows = [], []
+    for batch in loader:
+        labels.extend(batch["label"].tolist())
+        rows.append(batch["data"].numpy())
+    assert sorted(labels) == expected["label"].tolist()
+    order = [labels.index(label) for label in expected["label"].tolist()]
+    assert np.concatenate(rows)[order].tobytes() == expected["data"].tobytes()
+
+
+def test_a_failed_prefetch_is_raised_by_the_read_naming_the_object(storage: Storage) -> None:
+    ds = PooledH5Dataset(
+        "s3://corpus/contiguous/", ["data", "label"], storage_options=storage.options,
+        stale_after=3600,
+    )  # fmt: skip
+    storage.fs.rm("corpus/contiguous/shard_002.h5")
+    try:
+        assert ds.prefetch([2 * ROWS + 1]) == 1  # sent; its failure is kept for the read
+        with pytest.raises(CorpusError, match=r"shard_002\.h5") as raised:
+            ds.read_batch([2 * ROWS + 1])
+        assert raised.value.__cause__ is not None
+        assert ds.read_batch([0])["label"].tolist() == [0]  # others still read
+    finally:
+        storage.fs.pipe("corpus/contiguous/shard_002.h5", file_bytes(2, "contiguous"))
