@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 
-from h5pool import PooledH5Dataset
+from h5pool import Loader, PooledH5Dataset
 from h5pool.bench import chunked
 from targets import report
 
@@ -37,6 +37,13 @@ s3fs = pytest.importorskip("s3fs")
 FILES, ROWS, WIDTH, BATCH = 64, 256, 1024, 64
 SAMPLES = int(os.environ.get("H5POOL_BENCH_REMOTE_SAMPLES", "2048"))
 LATENCY = float(os.environ.get("H5POOL_BENCH_LATENCY_MS", "20")) / 1000
+#: The proxy's accept queue: http.server's default of 5 unless set (see
+#: h5pool.pool.range_requests on why a cold burst of connects needs a ramp).
+BACKLOG = int(os.environ.get("H5POOL_BENCH_BACKLOG", "5"))
+#: The Loader's block cache, in bytes: the default 256 MiB holds this whole
+#: corpus after its first pass; a smaller one keeps fetching, as a corpus
+#: larger than memory does.
+CACHE = int(os.environ.get("H5POOL_BENCH_REMOTE_CACHE_MIB", "256")) << 20
 STORAGE = {"contiguous": {}, "gzip": {"chunks": (8, WIDTH), "compression": "gzip", "shuffle": True}}
 
 
@@ -45,7 +52,7 @@ def storage() -> Iterator[tuple[dict[str, Any], LatencyProxy]]:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    proxy = LatencyProxy(f"{host}:{port}", latency=LATENCY)
+    proxy = LatencyProxy(f"{host}:{port}", latency=LATENCY, backlog=BACKLOG)
     options = {
         "key": "testing",
         "secret": "testing",
@@ -110,5 +117,50 @@ def test_blocks_against_todays_path(
             "requests per sample, blocks": new_requests / count,
             "peak in flight, today": float(old_peak),
             "peak in flight, blocks": float(new_peak),
+        },
+    )
+
+
+def loader_rate(loader: Loader, proxy: LatencyProxy) -> tuple[float, int, int]:
+    proxy.reset()
+    start = time.perf_counter()
+    samples = sum(len(batch["data"]) for batch in loader)
+    return samples / (time.perf_counter() - start), proxy.requests, proxy.peak_in_flight
+
+
+@pytest.mark.parametrize("kind", list(STORAGE))
+def test_loader_fetching_ahead_against_todays_loader(
+    benchmark: Any, storage: tuple[dict[str, Any], LatencyProxy], kind: str
+) -> None:
+    """A shuffled epoch through ``Loader(num_threads=2)``: today's (HDF5 over
+    fsspec), blocks without fetching ahead, and blocks fetching 4 batches ahead."""
+    options, proxy = storage
+    url = f"s3://bench/{kind}/"
+
+    def loader(fetch_ahead: int, **reads: Any) -> Loader:
+        ds = PooledH5Dataset(url, "data", storage_options=options, **reads)
+        return Loader(ds, BATCH, num_threads=2, fetch_ahead=fetch_ahead, seed=3)
+
+    today = loader(0, remote_block_bytes=None)
+    ahead = loader(4, remote_cache_bytes=CACHE)
+    new_rate, new_requests, new_peak = benchmark.pedantic(
+        loader_rate, args=(ahead, proxy), rounds=1
+    )
+    plain_rate, _, plain_peak = loader_rate(loader(0, remote_cache_bytes=CACHE), proxy)
+    old_rate, old_requests, _ = loader_rate(today, proxy)
+    samples = len(ahead.dataset)
+    report(
+        benchmark,
+        f"Loader(num_threads=2), {kind}, a shuffled epoch of {samples} samples, "
+        f"{LATENCY * 1000:.0f} ms per request, a block cache of {CACHE >> 20} MiB",
+        {
+            "today's Loader (HDF5 over fsspec) samples/s": old_rate,
+            "blocks, no fetching ahead, samples/s": plain_rate,
+            "blocks, fetch_ahead=4, samples/s": new_rate,
+            "speed-up fetching ahead (target >= 2.5)": new_rate / old_rate,
+            "requests per sample, today": old_requests / samples,
+            "requests per sample, fetching ahead": new_requests / samples,
+            "peak in flight, no fetching ahead": float(plain_peak),
+            "peak in flight, fetching ahead": float(new_peak),
         },
     )

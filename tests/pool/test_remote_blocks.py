@@ -21,6 +21,7 @@ import pytest
 from h5pool import CorpusError, FileChangedError, Loader, PooledH5Dataset
 from helpers.filter_masks import write_with_filter_masks
 from helpers.latency_proxy import LatencyProxy
+from helpers.robomimic import write_robomimic_file
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'h5pool[s3]')")
@@ -285,3 +286,78 @@ def test_a_failed_prefetch_is_raised_by_the_read_naming_the_object(storage: Stor
         assert ds.read_batch([0])["label"].tolist() == [0]  # others still read
     finally:
         storage.fs.pipe("corpus/contiguous/shard_002.h5", file_bytes(2, "contiguous"))
+
+
+def members_file(number: int) -> bytes:
+    """Samples as datasets of a group: ``runs/m_k``, (k + 1, 3) values naming file
+    and member; one stored gzip + shuffle."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        runs = f.create_group("runs")
+        for member in range(4):
+            values = np.full((member + 1, 3), 100 * number + member, dtype="i4")
+            gzip = {"chunks": True, "compression": "gzip", "shuffle": True}
+            options = gzip if member == 2 else {}
+            runs.create_dataset(f"m_{member}", data=values, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def layouts(storage: Storage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Members and robomimic-style groups, as objects and as local copies."""
+    folder = tmp_path_factory.mktemp("layouts")
+    for number in range(3):
+        (folder / f"members_{number}.h5").write_bytes(members_file(number))
+        write_robomimic_file(folder / f"robot_{number}.hdf5", number)
+    for path in folder.iterdir():
+        kind = "members" if path.name.startswith("members") else "groups"
+        storage.fs.pipe(f"corpus/layouts-{kind}/{path.name}", path.read_bytes())
+    return folder
+
+
+def test_the_members_layout_over_objects_equals_h5py(storage: Storage, layouts: Path) -> None:
+    ds = PooledH5Dataset(
+        "s3://corpus/layouts-members/", layout="members", group="runs",
+        storage_options=storage.options,
+    )  # fmt: skip
+    assert len(ds) == 12
+    for index in range(len(ds)):
+        url, member = ds.locate(index)
+        with h5py.File(layouts / url.rsplit("/", 1)[1], "r") as f:
+            want = f["runs"][f"m_{member}"][()]
+        got = ds[index]["data"].numpy()
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), index
+    assert [s["data"].shape[0] for s in ds.__getitems__([3, 0, 3])] == [4, 1, 4]
+
+
+@pytest.mark.parametrize("window", [0, 4])  # whole demonstrations, and windows
+def test_the_groups_layout_over_objects_equals_h5py(
+    storage: Storage, layouts: Path, window: int
+) -> None:
+    keys = ["actions", "obs/agentview_image"]
+    ds = PooledH5Dataset(
+        "s3://corpus/layouts-groups/", keys, layout="groups", group="data",
+        window=window, stride=3, storage_options=storage.options,
+    )  # fmt: skip
+    local = PooledH5Dataset(
+        sorted(str(p) for p in layouts.glob("robot_*.hdf5")), keys, layout="groups",
+        group="data", window=window, stride=3,
+    )  # fmt: skip
+    assert len(ds) == len(local) > 0
+    for index in range(len(ds)):
+        url, _ = ds.locate(index)
+        path, _ = local.locate(index)
+        assert url.rsplit("/", 1)[1] == Path(path).name
+        remote, here = ds[index], local[index]
+        for key in keys:
+            assert remote[key].numpy().tobytes() == here[key].numpy().tobytes(), (index, key)
+    with h5py.File(layouts / "robot_1.hdf5", "r") as f:  # and h5py itself, for one file
+        first = next(i for i in range(len(ds)) if ds.locate(i)[0].endswith("robot_1.hdf5"))
+        demo = ds.locate(first)[1]
+        name = sorted(f["data"])[demo] if not window else None
+        if name is not None:
+            want = f["data"][name]["actions"][()]
+            assert ds[first]["actions"].numpy().tobytes() == want.tobytes()
+    if window:
+        batch = ds.read_batch(list(range(len(ds))))
+        assert batch["actions"].shape == (len(ds), window, 7)
