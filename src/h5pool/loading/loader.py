@@ -272,8 +272,9 @@ class Loader:
         executor = ThreadPoolExecutor(max(1, self.num_threads), thread_name_prefix="h5pool-loader")
         pending: collections.deque[Future[Batch]] = collections.deque()
         upcoming = iter(batches)
-        if self.fetch_ahead and self.dataset.fetches_ahead:
-            upcoming = fetching_ahead(upcoming, self.fetch_ahead, self.dataset.prefetch)
+        if self.fetch_ahead and self.dataset.fetches_ahead:  # planned in a reading thread
+            ask = lambda indices: executor.submit(self._prefetch, indices)  # noqa: E731
+            upcoming = fetching_ahead(upcoming, self.fetch_ahead, ask)
         try:
             for indices in upcoming:
                 pending.append(executor.submit(self._read, indices))
@@ -289,6 +290,14 @@ class Loader:
             for future in pending:
                 future.cancel()
             executor.shutdown(wait=True, cancel_futures=True)
+
+    def _prefetch(self, indices: IntArray) -> None:
+        """A prefetch is advice: if it fails, the batch's own read raises the
+        error, naming the sample, in its turn."""
+        try:
+            self.dataset.prefetch(indices)
+        except Exception:  # the read of these samples reports it
+            logger.debug("prefetching a batch failed", exc_info=True)
 
     def _read(self, indices: IntArray) -> Batch:
         batch = self.dataset.read_batch(indices)
@@ -417,19 +426,13 @@ class _EpochBatches:
 
 
 def fetching_ahead(
-    batches: Iterator[IntArray], count: int, prefetch: Callable[[IntArray], int]
+    batches: Iterator[IntArray], count: int, prefetch: Callable[[IntArray], Any]
 ) -> Iterator[IntArray]:
-    """``batches``, each handed on once the ``count`` after it were prefetched.
-
-    A prefetch is advice: if it fails, the batch's own read raises the error,
-    naming the sample, in its turn.
-    """
+    """``batches``, each handed on once ``prefetch`` was called on the ``count``
+    after it."""
     ahead: collections.deque[IntArray] = collections.deque()
     for indices in batches:
-        try:
-            prefetch(indices)
-        except Exception:  # the read of these samples reports it
-            logger.debug("prefetching a batch failed", exc_info=True)
+        prefetch(indices)
         ahead.append(indices)
         if len(ahead) > count:
             yield ahead.popleft()
