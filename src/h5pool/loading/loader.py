@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from h5pool._typing import IntArray
 from h5pool.dataset import PooledH5Dataset
+from h5pool.loading.fetch_ahead import Prefetcher, fetching_ahead
 from h5pool.loading.order import worker_stretches
 from h5pool.loading.sampler import BlockShuffleSampler, ResolvedRanks
 from h5pool.loading.stats import EpochStats, process_counters
@@ -273,8 +274,8 @@ class Loader:
         pending: collections.deque[Future[Batch]] = collections.deque()
         upcoming = iter(batches)
         if self.fetch_ahead and self.dataset.fetches_ahead:  # planned in a reading thread
-            ask = lambda indices: executor.submit(self._prefetch, indices)  # noqa: E731
-            upcoming = fetching_ahead(upcoming, self.fetch_ahead, ask)
+            prefetcher = Prefetcher(self.dataset, executor.submit)
+            upcoming = fetching_ahead(upcoming, self.fetch_ahead, prefetcher)
         try:
             for indices in upcoming:
                 pending.append(executor.submit(self._read, indices))
@@ -290,14 +291,6 @@ class Loader:
             for future in pending:
                 future.cancel()
             executor.shutdown(wait=True, cancel_futures=True)
-
-    def _prefetch(self, indices: IntArray) -> None:
-        """A prefetch is advice: if it fails, the batch's own read raises the
-        error, naming the sample, in its turn."""
-        try:
-            self.dataset.prefetch(indices)
-        except Exception:  # the read of these samples reports it
-            logger.debug("prefetching a batch failed", exc_info=True)
 
     def _read(self, indices: IntArray) -> Batch:
         batch = self.dataset.read_batch(indices)
@@ -423,20 +416,6 @@ class _EpochBatches:
 
     def __len__(self) -> int:
         return self.count
-
-
-def fetching_ahead(
-    batches: Iterator[IntArray], count: int, prefetch: Callable[[IntArray], Any]
-) -> Iterator[IntArray]:
-    """``batches``, each handed on once ``prefetch`` was called on the ``count``
-    after it."""
-    ahead: collections.deque[IntArray] = collections.deque()
-    for indices in batches:
-        prefetch(indices)
-        ahead.append(indices)
-        if len(ahead) > count:
-            yield ahead.popleft()
-    yield from ahead
 
 
 def _identity(item: Any) -> Any:
