@@ -44,6 +44,9 @@ BACKLOG = int(os.environ.get("H5POOL_BENCH_BACKLOG", "5"))
 #: corpus after its first pass; a smaller one keeps fetching, as a corpus
 #: larger than memory does.
 CACHE = int(os.environ.get("H5POOL_BENCH_REMOTE_CACHE_MIB", "256")) << 20
+#: A training step per batch in the Loader's loop (sleeping, as a GPU step
+#: releases the GIL); 0 measures the loader alone.
+STEP = float(os.environ.get("H5POOL_BENCH_STEP_MS", "0")) / 1000
 STORAGE = {"contiguous": {}, "gzip": {"chunks": (8, WIDTH), "compression": "gzip", "shuffle": True}}
 
 
@@ -124,7 +127,11 @@ def test_blocks_against_todays_path(
 def loader_rate(loader: Loader, proxy: LatencyProxy) -> tuple[float, int, int]:
     proxy.reset()
     start = time.perf_counter()
-    samples = sum(len(batch["data"]) for batch in loader)
+    samples = 0
+    for batch in loader:
+        samples += len(batch["data"])
+        if STEP:
+            time.sleep(STEP)
     return samples / (time.perf_counter() - start), proxy.requests, proxy.peak_in_flight
 
 
@@ -152,7 +159,8 @@ def test_loader_fetching_ahead_against_todays_loader(
     report(
         benchmark,
         f"Loader(num_threads=2), {kind}, a shuffled epoch of {samples} samples, "
-        f"{LATENCY * 1000:.0f} ms per request, a block cache of {CACHE >> 20} MiB",
+        f"{LATENCY * 1000:.0f} ms per request, a block cache of {CACHE >> 20} MiB, "
+        f"a step of {STEP * 1000:.0f} ms per batch",
         {
             "today's Loader (HDF5 over fsspec) samples/s": old_rate,
             "blocks, no fetching ahead, samples/s": plain_rate,
@@ -162,5 +170,49 @@ def test_loader_fetching_ahead_against_todays_loader(
             "requests per sample, fetching ahead": new_requests / samples,
             "peak in flight, no fetching ahead": float(plain_peak),
             "peak in flight, fetching ahead": float(new_peak),
+        },
+    )
+
+
+def test_the_remote_index_against_a_sequential_scan(
+    benchmark: Any, storage: tuple[dict[str, Any], LatencyProxy]
+) -> None:
+    """Building the index of 64 objects: h5pool's concurrent round, against the
+    sequential recipe (each object's details, then HDF5 opening it and reading
+    its dataset's metadata through fsspec)."""
+    options, proxy = storage
+    url = "s3://bench/gzip/"
+
+    def build() -> tuple[float, int, int]:
+        proxy.reset()
+        start = time.perf_counter()
+        ds = PooledH5Dataset(url, "data", storage_options=options, scan_processes=1)
+        assert len(ds) == FILES * ROWS
+        return time.perf_counter() - start, proxy.requests, proxy.peak_in_flight
+
+    def sequential() -> tuple[float, int]:
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+        objects = sorted(fs.ls(url))
+        proxy.reset()
+        start = time.perf_counter()
+        for name in objects:
+            fs.info(name)
+            with fs.open(name, block_size=1 << 20) as raw, h5py.File(raw, "r") as f:
+                data = f["data"]
+                _ = data.shape, data.dtype, data.chunks, data.id.get_num_chunks()
+        return time.perf_counter() - start, proxy.requests
+
+    seconds, requests, peak = benchmark.pedantic(build, rounds=1)
+    old_seconds, old_requests = sequential()
+    report(
+        benchmark,
+        f"the index of {FILES} objects, {LATENCY * 1000:.0f} ms per request",
+        {
+            "sequential scan seconds": old_seconds,
+            "h5pool's concurrent index seconds": seconds,
+            "speed-up (target >= 5)": old_seconds / seconds,
+            "requests, sequential": float(old_requests),
+            "requests, h5pool": float(requests),
+            "peak in flight, h5pool": float(peak),
         },
     )
