@@ -132,9 +132,12 @@ class PooledH5Dataset(Dataset[Any]):
         bytes (1 MiB), many requests at once; ``None`` reads them through HDF5
         over an fsspec file object instead, one request at a time.
     max_requests_in_flight
-        Ranged requests open at once per batch (16).
+        Ranged requests open at once per process, across threads, batches and
+        :meth:`prefetch` (16); new connections ramp up to it.
     remote_cache_bytes
-        Bytes of remote blocks kept per process, shared by threads (256 MiB).
+        Bytes of remote blocks kept per process, shared by threads (256 MiB);
+        keep it above ``files_per_block`` times ``remote_block_bytes``, or a
+        shuffled order evicts blocks before their next use.
 
     Raises
     ------
