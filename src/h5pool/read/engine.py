@@ -46,7 +46,7 @@ from h5pool.read.key_kinds import (
 )
 from h5pool.read.plan import KEY_SLOTS, Rows, read_contiguous, read_whole_chunks
 from h5pool.read.remote_blocks import DEFAULT_BLOCK_BYTES, BlockCache, RemoteReads
-from h5pool.read.remote_plan import prefetch_by_blocks, read_by_blocks
+from h5pool.read.remote_plan import RemoteRows, prefetch_by_blocks, read_by_blocks
 from h5pool.read.threads import BatchThreads, default_batch_threads
 
 logger = logging.getLogger(__name__)
@@ -326,18 +326,10 @@ class ReadEngine:
             path = urls[int(file_numbers[position])]
             return self._read_error(path, number, int(rows[position]), exc)
 
-        read_by_blocks(
-            self._block_cache(),
-            urls,
-            file_numbers,
-            rows,
-            slots,
-            self._maps,
-            self.key_kinds,
-            self.chunks,
-            [outputs[key] for key in self.keys],
-            on_error,
-        )
+        columns = [outputs[key] for key in self.keys]
+        wanted = RemoteRows(urls, file_numbers, rows, self._maps, self.key_kinds, self.chunks,
+                            columns)  # fmt: skip
+        read_by_blocks(self._block_cache(), wanted, slots, on_error)
 
     def prefetch(self, file_numbers: IntArray, rows: IntArray) -> int:
         """Send the block requests these rows of remote objects will need, without
@@ -348,9 +340,10 @@ class ReadEngine:
         file_numbers, rows = file_numbers[remote], rows[remote]
         files = np.unique(file_numbers)
         urls = {f: self.index.files[f] for f in files.tolist()}
-        outputs = self.allocate(files, 0)
-        return prefetch_by_blocks(self._block_cache(), urls, file_numbers, rows, self._maps,
-                                  self.key_kinds, self.chunks, list(outputs.values()))  # fmt: skip
+        rows_of_each_key = list(self.allocate(files, 0).values())
+        wanted = RemoteRows(urls, file_numbers, rows, self._maps, self.key_kinds, self.chunks,
+                            rows_of_each_key)  # fmt: skip
+        return prefetch_by_blocks(self._block_cache(), wanted)
 
     def _block_cache(self) -> BlockCache:
         """The process's block cache, made on first use with the stamps the index

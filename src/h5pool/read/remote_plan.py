@@ -12,6 +12,7 @@ milliseconds per block.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,30 +30,36 @@ from h5pool.read.remote_blocks import BlockCache
 OnError = Callable[[int, int, Exception], Exception]
 
 
+@dataclass(frozen=True)
+class RemoteRows:
+    """Rows ``rows`` of remote files ``file_numbers`` (``urls[f]`` is file ``f``'s
+    URL), of the keys of ``maps``; ``outputs`` hold a row of each key (and
+    receive them when read)."""
+
+    urls: Mapping[int, str]
+    file_numbers: IntArray
+    rows: IntArray
+    maps: list[KeyMaps]
+    kinds: KeyKinds
+    decoded: DecodedChunks
+    outputs: list[npt.NDArray[Any]]
+
+
 def read_by_blocks(
-    cache: BlockCache,
-    urls: Mapping[int, str],
-    file_numbers: IntArray,
-    rows: IntArray,
-    slots: IntArray,
-    maps: list[KeyMaps],
-    kinds: KeyKinds,
-    decoded: DecodedChunks,
-    outputs: list[npt.NDArray[Any]],
-    on_error: OnError,
+    cache: BlockCache, wanted: RemoteRows, slots: IntArray, on_error: OnError
 ) -> None:
-    """Rows ``rows`` of remote files ``file_numbers`` into ``outputs[k][slots]``;
-    ``urls[f]`` is file ``f``'s URL."""
-    wants, ranges = _plan(urls, file_numbers, rows, maps, kinds, decoded, outputs)
+    """The rows of ``wanted`` into ``wanted.outputs[k][slots]``."""
+    wants, ranges = _plan(wanted)
     blocks = cache.fetch(ranges)
-    for number, (parts, out) in enumerate(zip(wants, outputs, strict=True)):
+    geometry, urls, decoded = wanted.kinds.geometry, wanted.urls, wanted.decoded
+    for number, (parts, out) in enumerate(zip(wants, wanted.outputs, strict=True)):
         for part in parts:
             where = slots[part[1]]
             try:
                 if part[0] == "rows":
                     _cut_rows(cache, blocks, part[2:], out, where)
                 else:
-                    _decode_and_gather(cache, blocks, part[2:], kinds.geometry[number], urls,
+                    _decode_and_gather(cache, blocks, part[2:], geometry[number], urls,
                                        decoded, out, where)  # fmt: skip
             except _AtPosition as failure:
                 raise on_error(
@@ -60,33 +67,17 @@ def read_by_blocks(
                 ) from failure.error
 
 
-def prefetch_by_blocks(
-    cache: BlockCache,
-    urls: Mapping[int, str],
-    file_numbers: IntArray,
-    rows: IntArray,
-    maps: list[KeyMaps],
-    kinds: KeyKinds,
-    decoded: DecodedChunks,
-    outputs: list[npt.NDArray[Any]],
-) -> int:
-    """Send the requests for blocks that rows ``rows`` of ``file_numbers`` will
-    need, without waiting; ``outputs`` only give the row sizes.  Returns how many
-    blocks were asked for."""
-    _, ranges = _plan(urls, file_numbers, rows, maps, kinds, decoded, outputs)
+def prefetch_by_blocks(cache: BlockCache, wanted: RemoteRows) -> int:
+    """Send the requests for the blocks the rows of ``wanted`` will need, without
+    waiting.  Returns how many blocks were asked for."""
+    _, ranges = _plan(wanted)
     return cache.prefetch(ranges)
 
 
-def _plan(
-    urls: Mapping[int, str],
-    file_numbers: IntArray,
-    rows: IntArray,
-    maps: list[KeyMaps],
-    kinds: KeyKinds,
-    decoded: DecodedChunks,
-    outputs: list[npt.NDArray[Any]],
-) -> tuple[list[list[Any]], list[tuple[str, int, int]]]:
+def _plan(wanted: RemoteRows) -> tuple[list[list[Any]], list[tuple[str, int, int]]]:
     """What each key reads (rows, or chunks not decoded yet), and the byte ranges."""
+    urls, file_numbers, rows = wanted.urls, wanted.file_numbers, wanted.rows
+    maps, kinds, decoded, outputs = wanted.maps, wanted.kinds, wanted.decoded, wanted.outputs
     wants: list[list[Any]] = []
     ranges: list[tuple[str, int, int]] = []
     for number, (key_maps, out) in enumerate(zip(maps, outputs, strict=True)):
