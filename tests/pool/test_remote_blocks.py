@@ -284,6 +284,11 @@ def test_a_failed_prefetch_is_raised_by_the_read_naming_the_object(storage: Stor
             ds.read_batch([2 * ROWS + 1])
         assert raised.value.__cause__ is not None
         assert ds.read_batch([0])["label"].tolist() == [0]  # others still read
+        # A prefetch that fails while the object is away does not fail a read made
+        # after it is back: the read asks again for what the prefetch lost.
+        ds.prefetch([2 * ROWS + 2])
+        storage.fs.pipe("corpus/contiguous/shard_002.h5", file_bytes(2, "contiguous"))
+        assert ds.read_batch([2 * ROWS + 2])["label"].tolist() == [2000 + 2]
     finally:
         storage.fs.pipe("corpus/contiguous/shard_002.h5", file_bytes(2, "contiguous"))
 

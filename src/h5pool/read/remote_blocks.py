@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from h5pool.errors import FileChangedError, ReadError
+from h5pool.errors import CorpusError, FileChangedError, ReadError
 from h5pool.pool.range_requests import RangeRequests
 from h5pool.pool.remote import Filesystems, remote_error, stamp_of_details
 
@@ -117,9 +117,18 @@ class BlockCache:
         """The blocks that cover ``(url, offset, length)`` ranges, fetching the missing."""
         wanted = self._blocks_of(ranges)
         self._check_stamps({url for url, _ in wanted})
-        found, waiting = self._claim(wanted)
+        found, waiting, sent_here = self._claim(wanted)
         for key, (future, run_start) in waiting.items():
-            found[key] = self._block_of(key, future, run_start)
+            try:
+                found[key] = self._block_of(key, future, run_start)
+            except CorpusError:
+                if future in sent_here:
+                    raise
+                # another thread's or a prefetch's request failed: ask once more
+                # ourselves, so that its failure is ours only if it happens again
+                _, again, _ = self._claim([key])
+                future, run_start = again[key]
+                found[key] = self._block_of(key, future, run_start)
         return found
 
     def prefetch(self, ranges: Sequence[tuple[str, int, int]]) -> int:
@@ -132,7 +141,7 @@ class BlockCache:
         with self._lock:
             if len(self._pending) * self.block_bytes >= self.max_bytes // 2:
                 return 0  # what is in flight already fills half the cache
-        _, sent = self._claim(self._blocks_of(ranges), prefetching=True)
+        _, sent, _ = self._claim(self._blocks_of(ranges), prefetching=True)
         return len(sent)
 
     def read(self, blocks: dict[Block, bytes], url: str, offset: int, length: int) -> bytes:
@@ -164,9 +173,10 @@ class BlockCache:
 
     def _claim(
         self, wanted: list[Block], prefetching: bool = False
-    ) -> tuple[dict[Block, bytes], dict[Block, Pending]]:
-        """Blocks kept, and the futures of the others: in flight already, or sent
-        now, touching blocks of an object in one request."""
+    ) -> tuple[dict[Block, bytes], dict[Block, Pending], set[Future[bytes]]]:
+        """Blocks kept, the futures of the others (in flight already, or sent now,
+        touching blocks of an object in one request), and the futures sent now.
+        A prefetch leaves out the blocks in flight already."""
         found: dict[Block, bytes] = {}
         waiting: dict[Block, Pending] = {}
         missing: list[Block] = []
@@ -187,10 +197,12 @@ class BlockCache:
                 future = self.ranges.get(url, start, end)
                 for number in range(first, last + 1):
                     self._pending[(url, number)] = waiting[(url, number)] = (future, start)
+        sent: set[Future[bytes]] = set()
         for url, first, last in runs:
             future, _ = waiting[(url, first)]
+            sent.add(future)
             future.add_done_callback(functools.partial(self._arrived, url, first, last))
-        return found, waiting
+        return found, waiting, sent
 
     def _arrived(self, url: str, first: int, last: int, future: Future[bytes]) -> None:
         """Keep a request's blocks (on the event loop's thread); a failed or short
