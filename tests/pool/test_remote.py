@@ -140,9 +140,8 @@ def test_pool_pickles_only_the_recipe(s3: S3Server) -> None:
         assert int(f["label"][1]) == encoded(2, 1)
 
 
-# fork (fsspec instances must not cross it) and spawn (pickling, exit): forkserver
-# pickles as spawn does and is covered over local files in test_dataloader.
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+# fork (fsspec instances must not cross it), spawn and forkserver (pickling, exit).
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
 def test_dataloader_workers_read_every_sample_once(s3: S3Server, context: str) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, SRC_DIR]))
     script = f"""
