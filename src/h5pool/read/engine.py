@@ -104,6 +104,8 @@ class ReadEngine:
         self._stale_after = stale_after
         self._blocks: BlockCache | None = None
         self._blocks_lock = threading.Lock()
+        #: URLs of the files read as blocks, by number (made with the block cache).
+        self._remote_urls: dict[int, str] = {}
         #: Files that need HDF5, through the pool's handles.
         self.handles = HandleReads(
             index,
@@ -318,7 +320,8 @@ class ReadEngine:
     ) -> None:
         """Rows of remote files through their byte maps: one concurrent fetch of
         the blocks every key needs, then rows cut out and chunks decoded."""
-        urls = {f: self.index.files[f] for f in np.unique(file_numbers).tolist()}
+        cache = self._block_cache()
+        urls = self._remote_urls
 
         def on_error(number: int, position: int, exc: Exception) -> Exception:
             if isinstance(exc, CorpusError):
@@ -329,7 +332,7 @@ class ReadEngine:
         columns = [outputs[key] for key in self.keys]
         wanted = RemoteRows(urls, file_numbers, rows, self._maps, self.key_kinds, self.chunks,
                             columns)  # fmt: skip
-        read_by_blocks(self._block_cache(), wanted, slots, on_error)
+        read_by_blocks(cache, wanted, slots, on_error)
 
     def prefetch(self, file_numbers: IntArray, rows: IntArray) -> int:
         """Send the block requests these rows of remote objects will need, without
@@ -338,21 +341,22 @@ class ReadEngine:
         if not remote.any():
             return 0
         file_numbers, rows = file_numbers[remote], rows[remote]
-        files = np.unique(file_numbers)
-        urls = {f: self.index.files[f] for f in files.tolist()}
-        rows_of_each_key = list(self.allocate(files, 0).values())
-        wanted = RemoteRows(urls, file_numbers, rows, self._maps, self.key_kinds, self.chunks,
-                            rows_of_each_key)  # fmt: skip
-        return prefetch_by_blocks(self._block_cache(), wanted)
+        cache = self._block_cache()
+        rows_of_each_key = list(self.allocate(np.unique(file_numbers), 0).values())
+        wanted = RemoteRows(self._remote_urls, file_numbers, rows, self._maps, self.key_kinds,
+                            self.chunks, rows_of_each_key)  # fmt: skip
+        return prefetch_by_blocks(cache, wanted)
 
     def _block_cache(self) -> BlockCache:
         """The process's block cache, made on first use with the stamps the index
-        recorded (and when it read them)."""
+        recorded (and when it read them); the URLs of the files read as blocks are
+        decoded once then, not at every batch."""
         with self._blocks_lock:
             if self._blocks is None:
                 numbers = np.flatnonzero(self._by_blocks).tolist()
-                urls = [self.index.files[f] for f in numbers]
-                stamps = {url: self._stamp_of(f) for url, f in zip(urls, numbers, strict=True)}
+                self._remote_urls = {f: self.index.files[f] for f in numbers}
+                urls = list(self._remote_urls.values())
+                stamps = {url: self._stamp_of(f) for f, url in self._remote_urls.items()}
                 verified = self.index.verified_at
                 self._blocks = BlockCache(
                     self.pool.filesystems,
